@@ -1,0 +1,2 @@
+"""The Litestar HTTP API (accounts, uploads, jobs, search). Built in a later step; the core
+already has the pieces it will call (``pipeline.submit``, ``pipeline.reports``, ``pipeline.search``)."""

@@ -1,0 +1,103 @@
+"""Setting up what a command needs: settings, database, broker, in-process workers, runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import click
+import dramatiq
+
+from pipeline.errors import ConfigurationError, VidpipeError
+from pipeline.runtime import Runtime, prepare_database
+from pipeline.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("dramatiq").setLevel(logging.ERROR)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings.from_env().with_secret()
+    except ConfigurationError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn vidpipe's own errors into one clear line and exit status 1, never a traceback."""
+    try:
+        yield
+    except VidpipeError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@dataclass
+class Pipeline:
+    """A broker for ``settings``, with in-process worker threads when the broker is ``memory://``."""
+
+    settings: Settings
+    broker: dramatiq.Broker
+    worker: dramatiq.Worker | None
+
+    @property
+    def in_process(self) -> bool:
+        return self.worker is not None
+
+
+@contextlib.contextmanager
+def open_pipeline(settings: Settings, *, start_workers: bool = True) -> Iterator[Pipeline]:
+    from workers.actors import declare_actors
+    from workers.broker import build_broker
+    from workers.inprocess import start_worker
+
+    with user_errors():
+        prepare_database(settings)
+        broker = build_broker(settings)
+        _check_broker(settings, broker)
+    declare_actors(broker, settings)
+    worker = None
+    if start_workers and settings.broker_url == "memory://":
+        worker = start_worker(broker, settings.worker_threads)
+    try:
+        yield Pipeline(settings=settings, broker=broker, worker=worker)
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.close()
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(pipeline: Pipeline) -> AsyncIterator[Runtime]:
+    from workers.broker import DramatiqDispatcher
+
+    with user_errors():
+        runtime = Runtime.build(pipeline.settings, DramatiqDispatcher(pipeline.broker))
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+def _check_broker(settings: Settings, broker: dramatiq.Broker) -> None:
+    client = getattr(broker, "client", None)
+    if client is None:
+        return
+    try:
+        client.ping()
+    except Exception as exc:
+        raise ConfigurationError(
+            f"The broker at VIDPIPE_BROKER_URL does not answer ({type(exc).__name__}); start Redis or fix the URL."
+        ) from None

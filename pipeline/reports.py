@@ -1,0 +1,117 @@
+"""Plain-data views of jobs and videos, shared by the CLI's ``--json`` and the HTTP API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pipeline.db.models import Job, StageRun, SubtitleTrack, Thumbnail, Video
+from pipeline.jobs import load_job, stage_duration
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def stage_report(run: StageRun) -> dict[str, Any]:
+    return {
+        "name": run.stage,
+        "status": run.status,
+        "progress": run.progress,
+        "attempts": run.attempts,
+        "error_code": run.error_code,
+        "error_message": run.error_message,
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration": stage_duration(run),
+    }
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    done = sum(run.progress for run in job.stages) / max(1, len(job.stages))
+    return {
+        "id": str(job.id),
+        "video_id": str(job.video_id),
+        "status": job.status,
+        "progress": round(done, 1),
+        "error_code": job.error_code,
+        "error_message": job.error_message,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def video_report(video: Video) -> dict[str, Any]:
+    return {
+        "id": str(video.id),
+        "title": video.title,
+        "status": video.status,
+        "language": video.language,
+        "size": video.size,
+        "sha256": video.sha256,
+        "container": video.container,
+        "duration": video.duration,
+        "width": video.width,
+        "height": video.height,
+        "display_width": video.display_width,
+        "display_height": video.display_height,
+        "rotation": video.rotation,
+        "frame_rate": video.frame_rate,
+        "video_codec": video.video_codec,
+        "audio_codec": video.audio_codec,
+        "bit_rate": video.bit_rate,
+        "has_audio": video.has_audio,
+    }
+
+
+def thumbnail_report(row: Thumbnail) -> dict[str, Any]:
+    return {
+        "kind": row.kind,
+        "position": row.position,
+        "time": row.time,
+        "key": row.key,
+        "content_type": row.content_type,
+        "width": row.width,
+        "height": row.height,
+    }
+
+
+def track_report(track: SubtitleTrack) -> dict[str, Any]:
+    return {
+        "id": str(track.id),
+        "language": track.language,
+        "label": track.label,
+        "source": track.source,
+        "filename": track.filename,
+        "format": track.format,
+        "encoding": track.encoding,
+        "status": track.status,
+        "cues": track.cue_count,
+        "warnings": len(track.warnings or []),
+        "vtt_key": track.vtt_key,
+        "error_code": track.error_code,
+        "error_message": track.error_message,
+    }
+
+
+async def full_job_report(session: AsyncSession, job_id: uuid.UUID) -> dict[str, Any]:
+    """The job, its stages, its video, thumbnails and subtitle tracks as one JSON-ready dict."""
+    job = await load_job(session, job_id)
+    video = job.video
+    thumbnails = await session.scalars(
+        select(Thumbnail).where(Thumbnail.video_id == video.id).order_by(Thumbnail.kind, Thumbnail.position)
+    )
+    tracks = await session.scalars(
+        select(SubtitleTrack).where(SubtitleTrack.video_id == video.id).order_by(SubtitleTrack.created_at)
+    )
+    return {
+        "job": job_summary(job),
+        "video": video_report(video),
+        "stages": [stage_report(run) for run in job.stages],
+        "thumbnails": [thumbnail_report(row) for row in thumbnails],
+        "subtitle_tracks": [track_report(track) for track in tracks],
+    }

@@ -1,0 +1,189 @@
+"""Settings: one object read from ``VIDPIPE_*`` environment variables.
+
+Every variable has an embedded default so that ``vidpipe demo`` works on a laptop with
+nothing but Python: a SQLite file, a local object folder, an in-process broker and the
+database's own full-text search, all under ``VIDPIPE_DATA_DIR``. Production points the same
+variables at PostgreSQL, Redis, S3 and OpenSearch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pipeline.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+_DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+psycopg")
+_BROKER_SCHEMES = ("memory", "redis", "rediss")
+_STORAGE_SCHEMES = ("file", "s3")
+_SEARCH_SCHEMES = ("database", "http", "https")
+_IMAGE_FORMATS = ("jpeg", "webp")
+_ENVIRONMENTS = ("development", "production")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything vidpipe reads from its environment, validated once."""
+
+    data_dir: Path
+    """Holds the SQLite file, local objects, the drop folder and a generated secret."""
+    database_url: str
+    broker_url: str
+    storage_url: str
+    search_url: str
+    secret_key: str = field(repr=False)
+    environment: str = "development"
+    """``production`` refuses to start without an explicit secret key."""
+    s3_endpoint_url: str | None = None
+    """For S3-compatible stores (MinIO, moto); ``None`` means AWS itself."""
+    s3_region: str | None = None
+    s3_path_style: bool = False
+    """Path-style addressing (``http://host/bucket/key``), which most S3-compatible stores need."""
+    ffmpeg: str | None = None
+    """An explicit ffmpeg binary; otherwise ``ffmpeg`` on PATH, then the one imageio-ffmpeg ships."""
+    image_format: str = "jpeg"
+    """Poster, candidate and storyboard images: ``jpeg`` or ``webp``."""
+    max_attempts: int = 5
+    """How many times a stage runs before a transient failure fails it for good."""
+    retry_backoff_ms: int = 1000
+    """The first retry's delay; each further retry doubles it, up to ``retry_backoff_max_ms``."""
+    retry_backoff_max_ms: int = 60_000
+    worker_threads: int = 4
+    """Worker threads of the in-process broker."""
+    heartbeat_seconds: float = 5.0
+    """How often a running stage records that it is alive."""
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when every backend is the embedded default."""
+        return self.database_url.startswith("sqlite") and self.broker_url == "memory://"
+
+    @property
+    def database_dialect(self) -> str:
+        return "sqlite" if self.database_url.startswith("sqlite") else "postgresql"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the ``VIDPIPE_*`` variables.
+
+        Raises:
+            ConfigurationError: with one sentence naming the variable and what is wrong.
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(f"VIDPIPE_{name}")
+            return value if value not in (None, "") else default
+
+        data_dir = Path(get("DATA_DIR", "./.vidpipe") or ".vidpipe").expanduser().absolute()
+        environment = _choice("VIDPIPE_ENV", get("ENV", "development"), _ENVIRONMENTS)
+        settings = cls(
+            data_dir=data_dir,
+            database_url=get("DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'vidpipe.db'}") or "",
+            broker_url=get("BROKER_URL", "memory://") or "",
+            storage_url=get("STORAGE_URL", (data_dir / "objects").as_uri()) or "",
+            search_url=get("SEARCH_URL", "database") or "",
+            secret_key=get("SECRET_KEY") or "",
+            environment=environment,
+            s3_endpoint_url=get("S3_ENDPOINT_URL"),
+            s3_region=get("S3_REGION"),
+            s3_path_style=_flag("VIDPIPE_S3_PATH_STYLE", get("S3_PATH_STYLE", "false")),
+            ffmpeg=get("FFMPEG"),
+            image_format=_choice("VIDPIPE_IMAGE_FORMAT", get("IMAGE_FORMAT", "jpeg"), _IMAGE_FORMATS),
+            max_attempts=_integer("VIDPIPE_MAX_ATTEMPTS", get("MAX_ATTEMPTS", "5"), minimum=1),
+            retry_backoff_ms=_integer("VIDPIPE_RETRY_BACKOFF_MS", get("RETRY_BACKOFF_MS", "1000"), minimum=0),
+            retry_backoff_max_ms=_integer(
+                "VIDPIPE_RETRY_BACKOFF_MAX_MS", get("RETRY_BACKOFF_MAX_MS", "60000"), minimum=0
+            ),
+            worker_threads=_integer("VIDPIPE_WORKER_THREADS", get("WORKER_THREADS", "4"), minimum=1),
+            heartbeat_seconds=float(
+                _integer("VIDPIPE_HEARTBEAT_MS", get("HEARTBEAT_MS", "5000"), minimum=100) / 1000
+            ),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check URL schemes and the secret; raise one clear :class:`ConfigurationError`."""
+        _scheme("VIDPIPE_DATABASE_URL", self.database_url, _DATABASE_SCHEMES)
+        _scheme("VIDPIPE_BROKER_URL", self.broker_url, _BROKER_SCHEMES)
+        _scheme("VIDPIPE_STORAGE_URL", self.storage_url, _STORAGE_SCHEMES)
+        if self.search_url != "database":
+            _scheme("VIDPIPE_SEARCH_URL", self.search_url, _SEARCH_SCHEMES)
+        if self.storage_url.startswith("s3://") and not urlsplit(self.storage_url).netloc:
+            raise ConfigurationError(
+                "VIDPIPE_STORAGE_URL must name a bucket, as in s3://bucket/prefix.", code="config.storage_url"
+            )
+        if self.environment == "production" and not self.secret_key:
+            raise ConfigurationError(
+                "VIDPIPE_SECRET_KEY is required when VIDPIPE_ENV=production; set it to a random "
+                "string of at least 32 characters (for example: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))').",
+                code="config.secret_missing",
+            )
+        if self.secret_key and len(self.secret_key) < 32:
+            raise ConfigurationError(
+                "VIDPIPE_SECRET_KEY is shorter than 32 characters; use a longer random value.",
+                code="config.secret_too_short",
+            )
+
+    def with_secret(self) -> Settings:
+        """Return these settings with a secret key, generating one into the data dir if needed.
+
+        Only the embedded default does this; production must set ``VIDPIPE_SECRET_KEY``.
+        """
+        if self.secret_key:
+            return self
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+            logger.warning(
+                "No VIDPIPE_SECRET_KEY was set, so a new one was generated into %s; "
+                "set the variable explicitly outside development.",
+                path,
+            )
+        return replace(self, secret_key=path.read_text().strip())
+
+
+def _scheme(name: str, url: str, allowed: tuple[str, ...]) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme not in allowed:
+        raise ConfigurationError(
+            f"{name} has the scheme {scheme or '(none)'!r}, which vidpipe does not support; "
+            f"use one of: {', '.join(s + '://' for s in allowed)}.",
+            code="config.unknown_scheme",
+        )
+
+
+def _choice(name: str, value: str | None, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigurationError(f"{name} is {value!r}; use one of: {', '.join(allowed)}.")
+    return value
+
+
+def _flag(name: str, value: str | None) -> bool:
+    text = (value or "").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"{name} is {value!r}; use true or false.")
+
+
+def _integer(name: str, value: str | None, *, minimum: int) -> int:
+    try:
+        number = int(value or "")
+    except ValueError:
+        raise ConfigurationError(f"{name} is {value!r}; it must be a whole number.") from None
+    if number < minimum:
+        raise ConfigurationError(f"{name} is {number}; it must be at least {minimum}.")
+    return number

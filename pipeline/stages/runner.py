@@ -1,0 +1,202 @@
+"""Running one stage of one job: claim, work with heartbeats, record, hand on.
+
+Delivery is at least once, so the runner first claims the stage with a conditional update
+(``queued -> running``); a duplicate or redelivered message finds nothing to claim and
+returns quietly. Permanent errors fail the stage and the job at once; transient ones put the
+stage back to ``queued`` and send it again after an exponential backoff, until
+``max_attempts`` is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from pipeline.db.models import Job, StageRun, Video, utcnow
+from pipeline.errors import PermanentError, TransientError, VidpipeError
+from pipeline.jobs import backoff_ms, move_job, move_stage, queue_ready_stages
+from pipeline.runtime import Runtime
+from pipeline.states import GRAPH, JOB_TERMINAL, JobStatus, Stage, StageStatus, VideoStatus, dependents
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: the services, the ids, and a way to report progress."""
+
+    runtime: Runtime
+    job_id: uuid.UUID
+    video_id: uuid.UUID
+    stage: Stage
+    attempt: int
+    _last_report: float = 0.0
+
+    async def report(self, progress: float, *, force: bool = False) -> None:
+        """Record progress (0-100); writes at most a few times a second unless ``force``."""
+        now = time.monotonic()
+        if not force and now - self._last_report < 0.5:
+            return
+        self._last_report = now
+        async with self.runtime.database.sessions() as session:
+            await session.execute(
+                update(StageRun)
+                .where(StageRun.job_id == self.job_id, StageRun.stage == self.stage.value)
+                .values(progress=max(0.0, min(100.0, progress)), heartbeat_at=utcnow())
+            )
+            await session.commit()
+
+
+StageFunction = Callable[[StageContext], Awaitable[None]]
+
+
+async def run_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, work: StageFunction) -> None:
+    """Run ``stage`` of ``job_id`` with ``work`` if this call wins the claim."""
+    context = await _claim(runtime, job_id, stage)
+    if context is None:
+        return
+    started = time.monotonic()
+    logger.info("Stage %s of job %s started (attempt %d).", stage, job_id, context.attempt)
+    heartbeat = asyncio.create_task(_heartbeat(runtime, job_id, stage))
+    try:
+        await work(context)
+    except PermanentError as exc:
+        logger.warning("Stage %s of job %s failed for good: [%s] %s", stage, job_id, exc.code, exc.message)
+        await _fail(runtime, job_id, stage, exc.code, exc.message)
+    except TransientError as exc:
+        await _retry_or_fail(runtime, context, exc.code, exc.message)
+    except Exception as exc:
+        logger.exception("Stage %s of job %s raised an unexpected error.", stage, job_id)
+        await _retry_or_fail(runtime, context, "internal.error", _unexpected_message(exc))
+    else:
+        await _succeed(runtime, job_id, stage)
+        logger.info("Stage %s of job %s succeeded in %.2f s.", stage, job_id, time.monotonic() - started)
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+
+
+async def _claim(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> StageContext | None:
+    async with runtime.database.sessions() as session:
+        row = await session.execute(
+            select(Job.status, Job.video_id, StageRun.status, StageRun.attempts)
+            .join(StageRun, StageRun.job_id == Job.id)
+            .where(Job.id == job_id, StageRun.stage == stage.value)
+        )
+        found = row.first()
+        if found is None:
+            logger.info("Stage %s of job %s has no row; the job was deleted, so the message is dropped.",
+                        stage, job_id)
+            return None
+        job_status, video_id, stage_status, attempts = found
+        if JobStatus(job_status) in JOB_TERMINAL:
+            logger.info("Stage %s of job %s is not run: the job is already %s.", stage, job_id, job_status)
+            return None
+        if not await move_stage(
+            session, job_id, stage, StageStatus.RUNNING, only_from=[StageStatus.QUEUED],
+            attempts=attempts + 1, progress=0.0, error_code=None, error_message=None, finished_at=None,
+        ):
+            logger.info(
+                "Stage %s of job %s is %s, not queued: a duplicate message, ignored.", stage, job_id, stage_status
+            )
+            return None
+        if await move_job(session, job_id, JobStatus.RUNNING):
+            await session.execute(
+                update(Video).where(Video.id == video_id).values(status=VideoStatus.PROCESSING.value)
+            )
+        await session.commit()
+    return StageContext(runtime=runtime, job_id=job_id, video_id=video_id, stage=stage, attempt=attempts + 1)
+
+
+async def _heartbeat(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
+    """Tell the database this stage is alive, so a reconciler can tell a dead worker apart."""
+    while True:
+        await asyncio.sleep(runtime.settings.heartbeat_seconds)
+        try:
+            async with runtime.database.sessions() as session:
+                await session.execute(
+                    update(StageRun)
+                    .where(StageRun.job_id == job_id, StageRun.stage == stage.value)
+                    .values(heartbeat_at=utcnow())
+                )
+                await session.commit()
+        except Exception:  # a missed heartbeat is not worth failing the stage over
+            logger.debug("Heartbeat of stage %s of job %s was not written.", stage, job_id, exc_info=True)
+
+
+async def _succeed(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
+    async with runtime.database.sessions() as session:
+        await move_stage(session, job_id, stage, StageStatus.SUCCEEDED, progress=100.0)
+        await session.commit()
+    if not dependents(stage):
+        await _finish_job(runtime, job_id)
+        return
+    async with runtime.database.sessions() as session:
+        ready = await queue_ready_stages(session, job_id)
+        await session.commit()
+    for follower in ready:
+        runtime.dispatcher.send(job_id, follower)
+
+
+async def _finish_job(runtime: Runtime, job_id: uuid.UUID) -> None:
+    async with runtime.database.sessions() as session:
+        if await move_job(session, job_id, JobStatus.SUCCEEDED):
+            video_id = await session.scalar(select(Job.video_id).where(Job.id == job_id))
+            await session.execute(update(Video).where(Video.id == video_id).values(status=VideoStatus.READY.value))
+            logger.info("Job %s succeeded; video %s is ready.", job_id, video_id)
+        await session.commit()
+
+
+async def _fail(runtime: Runtime, job_id: uuid.UUID, stage: Stage, code: str, message: str) -> None:
+    """Fail the stage and its job, and skip the stages that can no longer run."""
+    async with runtime.database.sessions() as session:
+        await move_stage(session, job_id, stage, StageStatus.FAILED, error_code=code, error_message=message)
+        for other in GRAPH:
+            if other is not stage:
+                await move_stage(
+                    session, job_id, other, StageStatus.SKIPPED,
+                    only_from=[StageStatus.PENDING, StageStatus.QUEUED],
+                )
+        if await move_job(session, job_id, JobStatus.FAILED, error_code=code, error_message=message):
+            video_id = await session.scalar(select(Job.video_id).where(Job.id == job_id))
+            await session.execute(update(Video).where(Video.id == video_id).values(status=VideoStatus.FAILED.value))
+        await session.commit()
+
+
+async def _retry_or_fail(runtime: Runtime, context: StageContext, code: str, message: str) -> None:
+    settings = runtime.settings
+    job_id, stage = context.job_id, context.stage
+    if context.attempt >= settings.max_attempts:
+        logger.warning(
+            "Stage %s of job %s failed after %d attempts: [%s] %s", stage, job_id, context.attempt, code, message
+        )
+        await _fail(runtime, job_id, stage, code, f"{message} (gave up after {context.attempt} attempts)")
+        return
+    delay = backoff_ms(context.attempt, settings.retry_backoff_ms, settings.retry_backoff_max_ms)
+    logger.info(
+        "Stage %s of job %s hit a transient error [%s] %s; attempt %d of %d in %d ms.",
+        stage, job_id, code, message, context.attempt + 1, settings.max_attempts, delay,
+    )
+    async with runtime.database.sessions() as session:
+        moved = await move_stage(
+            session, job_id, stage, StageStatus.QUEUED, only_from=[StageStatus.RUNNING],
+            error_code=code, error_message=message, next_attempt_at=utcnow() + timedelta(milliseconds=delay),
+        )
+        await session.commit()
+    if moved:
+        runtime.dispatcher.send(job_id, stage, delay_ms=delay)
+
+
+def _unexpected_message(exc: BaseException) -> str:
+    if isinstance(exc, VidpipeError):
+        return exc.message
+    return f"An unexpected internal error occurred ({type(exc).__name__}); it will be retried."

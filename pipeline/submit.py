@@ -1,0 +1,96 @@
+"""Turning a file into a video and a queued job: the one path every entry point takes.
+
+The command line (``vidpipe process``), the drop-folder scanner and the HTTP API all end
+here, so a video is created the same way whichever door it came through.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import keys
+from pipeline.db.models import SubtitleTrack, Video
+from pipeline.errors import InvalidInput
+from pipeline.jobs import new_job, start_job
+from pipeline.runtime import Runtime
+from pipeline.subtitles import language_from_filename
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SubtitleFile:
+    path: Path
+    language: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    video_id: uuid.UUID
+    job_id: uuid.UUID
+
+
+async def submit_file(
+    runtime: Runtime,
+    path: Path,
+    *,
+    title: str | None = None,
+    description: str = "",
+    language: str | None = None,
+    subtitles: list[SubtitleFile] | tuple[SubtitleFile, ...] = (),
+    poster_at: float | None = None,
+    owner_id: uuid.UUID | None = None,
+) -> Submitted:
+    """Upload ``path`` (and its subtitle files) to storage, create the rows, start the job."""
+    if not path.is_file():
+        raise InvalidInput(f"There is no file at {path}.", code="input.file_not_found")
+    for sub in subtitles:
+        if not sub.path.is_file():
+            raise InvalidInput(f"There is no subtitle file at {sub.path}.", code="input.file_not_found")
+    if poster_at is not None and poster_at < 0:
+        raise InvalidInput("The poster time cannot be negative.", code="input.poster_time")
+
+    video_id = uuid.uuid4()
+    video = Video(
+        id=video_id,
+        owner_id=owner_id,
+        title=(title or path.stem)[:500],
+        description=description,
+        language=language,
+        source_key=keys.source_key(video_id, path.name),
+        source_filename=path.name[:500],
+        poster_at=poster_at,
+    )
+    await runtime.storage.put_file(video.source_key, path, mimetypes.guess_type(path.name)[0])
+    tracks = [await _upload_subtitle(runtime, video_id, sub) for sub in subtitles]
+
+    job = new_job(video)
+    async with runtime.database.sessions() as session:
+        session.add(video)
+        session.add_all(tracks)
+        session.add(job)
+        await session.commit()
+        await start_job(session, runtime.dispatcher, job.id)
+    logger.info("Video %s was created from an upload with %d subtitle files; job %s.", video_id,
+                len(tracks), job.id)
+    return Submitted(video_id=video_id, job_id=job.id)
+
+
+async def _upload_subtitle(runtime: Runtime, video_id: uuid.UUID, sub: SubtitleFile) -> SubtitleTrack:
+    track_id = uuid.uuid4()
+    key = keys.subtitle_source_key(video_id, track_id, sub.path.name)
+    await runtime.storage.put_file(key, sub.path, "application/octet-stream")
+    return SubtitleTrack(
+        id=track_id,
+        video_id=video_id,
+        source="file",
+        source_ref=key,
+        filename=sub.path.name[:500],
+        language=sub.language or language_from_filename(sub.path.name),
+        label=sub.label,
+    )

@@ -1,0 +1,144 @@
+"""Fixtures shared by the suite: the backends every contract test runs on.
+
+``backend`` is parametrised over the embedded default (SQLite, a local folder, the
+in-process broker) and the real services (PostgreSQL, the S3 server over HTTP, Redis with
+a separate ``dramatiq`` worker process). A test that uses it runs once on each.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests import services
+from tests.s3server import S3Server, make_bucket, start_s3_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _aws_test_credentials() -> Iterator[None]:
+    """Fake credentials for the S3 server; the real AWS chain is never reached from tests."""
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = start_s3_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated PostgreSQL database that each test's database is copied from."""
+    reason = services.postgres_available()
+    if reason:
+        services.unavailable(reason)
+    from pipeline.db.migrate import upgrade
+
+    name = services.unique("vidpipe_tmpl")
+    services.create_database(name)
+    upgrade(services.pg_url(name))
+    yield name
+    services.drop_database(name)
+
+
+@pytest.fixture
+def pg_database(pg_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test; yields its SQLAlchemy URL."""
+    name = services.unique("vidpipe_test")
+    services.create_database(name, template=pg_template)
+    yield services.pg_url(name)
+    services.drop_database(name)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    reason = services.redis_available()
+    if reason:
+        services.unavailable(reason)
+    services.flush_redis()
+    return services.REDIS_URL
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    name = services.unique("vidpipe").replace("_", "-").lower()
+    make_bucket(s3_server.endpoint_url, name)
+    return name
+
+
+@dataclass
+class Backend:
+    """The environment a test hands to ``vidpipe`` (as a process or through Settings)."""
+
+    name: str
+    env: dict[str, str]
+    data_dir: Path
+    worker: services.WorkerProcess | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def settings(self):  # type: ignore[no-untyped-def]
+        from pipeline.settings import Settings
+
+        return Settings.from_env(self.env).with_secret()
+
+    def process_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env}
+
+
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    return {"VIDPIPE_DATA_DIR": str(tmp_path / "data"), "VIDPIPE_RETRY_BACKOFF_MS": "100",
+            "VIDPIPE_HEARTBEAT_MS": "500"}
+
+
+def services_env(tmp_path: Path, database_url: str, redis_url: str, endpoint: str, bucket: str) -> dict[str, str]:
+    return {
+        **embedded_env(tmp_path),
+        "VIDPIPE_DATABASE_URL": database_url,
+        "VIDPIPE_BROKER_URL": redis_url,
+        "VIDPIPE_STORAGE_URL": f"s3://{bucket}/media",
+        "VIDPIPE_S3_ENDPOINT_URL": endpoint,
+        "VIDPIPE_S3_PATH_STYLE": "true",
+        "VIDPIPE_S3_REGION": "us-east-1",
+    }
+
+
+@pytest.fixture(params=["embedded", pytest.param("services", marks=pytest.mark.services)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The embedded default, then the real services with a worker process."""
+    if request.param == "embedded":
+        yield Backend("embedded", embedded_env(tmp_path), tmp_path / "data")
+        return
+    database_url = request.getfixturevalue("pg_database")
+    redis_url = request.getfixturevalue("redis_url")
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    env = services_env(tmp_path, database_url, redis_url, server.endpoint_url, bucket)
+    worker = services.WorkerProcess({**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+                                    log=tmp_path / "worker.log")
+    backend = Backend("services", env, tmp_path / "data", worker=worker)
+    try:
+        yield backend
+    finally:
+        worker.stop()
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            sys.stderr.write(f"--- worker log ---\n{worker.output()[-5000:]}\n")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

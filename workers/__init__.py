@@ -1,0 +1,1 @@
+"""Dramatiq workers: the broker built from settings and one actor per stage."""
