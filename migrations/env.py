@@ -5,10 +5,18 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+import pipeline.search.database  # noqa: F401  (declares the search tables on the same metadata)
 from pipeline.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def include_object(obj: object, name: str | None, kind: str, reflected: bool, compare_to: object) -> bool:
+    """Keep autogenerate away from what revisions manage by hand: FTS5 tables and generated columns."""
+    if kind == "table" and name and ("_fts" in name):
+        return False
+    return not (kind == "column" and name == "text_vector")
 
 
 def run_offline() -> None:
@@ -24,6 +32,7 @@ def run_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            include_object=include_object,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 def new_job(video: Video) -> Job:
     """A queued job for ``video`` with one pending run per stage of the graph."""
-    job = Job(id=uuid.uuid4(), video_id=video.id, status=JobStatus.QUEUED)
+    job = Job(id=uuid.uuid4(), video=video, status=JobStatus.QUEUED)
     job.stages = [
         StageRun(id=uuid.uuid4(), stage=stage.value, position=i, status=StageStatus.PENDING)
         for i, stage in enumerate(STAGE_ORDER)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.db import Database, open_database
+from pipeline.db.engine import ensure_sqlite_folder
 from pipeline.db.migrate import upgrade
 from pipeline.dispatch import Dispatcher
 from pipeline.media.ffmpeg import find_ffmpeg
@@ -56,4 +57,5 @@ class Runtime:
 def prepare_database(settings: Settings) -> None:
     """Migrate the embedded SQLite database on first use; other databases use ``vidpipe migrate``."""
     if settings.database_dialect == "sqlite":
+        ensure_sqlite_folder(settings.database_url)
         upgrade(settings.database_url)

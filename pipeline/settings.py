@@ -59,6 +59,8 @@ class Settings:
     """Worker threads of the in-process broker."""
     heartbeat_seconds: float = 5.0
     """How often a running stage records that it is alive."""
+    broker_namespace: str = "vidpipe"
+    """Prefix of the Redis keys, so several deployments (or test runs) can share one Redis."""
 
     @property
     def is_embedded(self) -> bool:
@@ -103,9 +105,8 @@ class Settings:
                 "VIDPIPE_RETRY_BACKOFF_MAX_MS", get("RETRY_BACKOFF_MAX_MS", "60000"), minimum=0
             ),
             worker_threads=_integer("VIDPIPE_WORKER_THREADS", get("WORKER_THREADS", "4"), minimum=1),
-            heartbeat_seconds=float(
-                _integer("VIDPIPE_HEARTBEAT_MS", get("HEARTBEAT_MS", "5000"), minimum=100) / 1000
-            ),
+            broker_namespace=get("BROKER_NAMESPACE", "vidpipe") or "vidpipe",
+            heartbeat_seconds=float(_integer("VIDPIPE_HEARTBEAT_MS", get("HEARTBEAT_MS", "5000"), minimum=100) / 1000),
         )
         settings.validate()
         return settings

@@ -46,9 +46,7 @@ class VideoStatus(enum.StrEnum):
 
 
 JOB_TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-STAGE_TERMINAL = frozenset(
-    {StageStatus.SUCCEEDED, StageStatus.FAILED, StageStatus.SKIPPED, StageStatus.CANCELLED}
-)
+STAGE_TERMINAL = frozenset({StageStatus.SUCCEEDED, StageStatus.FAILED, StageStatus.SKIPPED, StageStatus.CANCELLED})
 
 GRAPH: Mapping[Stage, tuple[Stage, ...]] = {
     Stage.INGEST: (),

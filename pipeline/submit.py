@@ -16,6 +16,7 @@ from pipeline import keys
 from pipeline.db.models import SubtitleTrack, Video
 from pipeline.errors import InvalidInput
 from pipeline.jobs import new_job, start_job
+from pipeline.languages import normalise_language
 from pipeline.runtime import Runtime
 from pipeline.subtitles import language_from_filename
 
@@ -55,6 +56,11 @@ async def submit_file(
     if poster_at is not None and poster_at < 0:
         raise InvalidInput("The poster time cannot be negative.", code="input.poster_time")
 
+    language = _checked_language(language)
+    subtitles = [
+        SubtitleFile(sub.path, _checked_language(sub.language) or language_from_filename(sub.path.name), sub.label)
+        for sub in subtitles
+    ]
     video_id = uuid.uuid4()
     video = Video(
         id=video_id,
@@ -76,9 +82,17 @@ async def submit_file(
         session.add(job)
         await session.commit()
         await start_job(session, runtime.dispatcher, job.id)
-    logger.info("Video %s was created from an upload with %d subtitle files; job %s.", video_id,
-                len(tracks), job.id)
+    logger.info("Video %s was created from an upload with %d subtitle files; job %s.", video_id, len(tracks), job.id)
     return Submitted(video_id=video_id, job_id=job.id)
+
+
+def _checked_language(tag: str | None) -> str | None:
+    if tag is None:
+        return None
+    language = normalise_language(tag)
+    if language is None:
+        raise InvalidInput(f"{tag!r} is not a language tag; use one such as ko, en or en-US.", code="input.language")
+    return language
 
 
 async def _upload_subtitle(runtime: Runtime, video_id: uuid.UUID, sub: SubtitleFile) -> SubtitleTrack:
@@ -91,6 +105,6 @@ async def _upload_subtitle(runtime: Runtime, video_id: uuid.UUID, sub: SubtitleF
         source="file",
         source_ref=key,
         filename=sub.path.name[:500],
-        language=sub.language or language_from_filename(sub.path.name),
+        language=sub.language,
         label=sub.label,
     )

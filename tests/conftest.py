@@ -21,15 +21,17 @@ from tests.s3server import S3Server, make_bucket, start_s3_server
 
 @pytest.fixture(scope="session", autouse=True)
 def _aws_test_credentials() -> Iterator[None]:
-    """Fake credentials for the S3 server; the real AWS chain is never reached from tests."""
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    """Fake credentials for the S3 server; a developer's own AWS set-up never reaches the tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.delenv("AWS_SESSION_TOKEN", raising=False)
+        patch.delenv("AWS_PROFILE", raising=False)
+        patch.setenv("AWS_CONFIG_FILE", os.devnull)
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +70,6 @@ def redis_url() -> str:
     reason = services.redis_available()
     if reason:
         services.unavailable(reason)
-    services.flush_redis()
     return services.REDIS_URL
 
 
@@ -99,8 +100,11 @@ class Backend:
 
 
 def embedded_env(tmp_path: Path) -> dict[str, str]:
-    return {"VIDPIPE_DATA_DIR": str(tmp_path / "data"), "VIDPIPE_RETRY_BACKOFF_MS": "100",
-            "VIDPIPE_HEARTBEAT_MS": "500"}
+    return {
+        "VIDPIPE_DATA_DIR": str(tmp_path / "data"),
+        "VIDPIPE_RETRY_BACKOFF_MS": "100",
+        "VIDPIPE_HEARTBEAT_MS": "500",
+    }
 
 
 def services_env(tmp_path: Path, database_url: str, redis_url: str, endpoint: str, bucket: str) -> dict[str, str]:
@@ -108,6 +112,7 @@ def services_env(tmp_path: Path, database_url: str, redis_url: str, endpoint: st
         **embedded_env(tmp_path),
         "VIDPIPE_DATABASE_URL": database_url,
         "VIDPIPE_BROKER_URL": redis_url,
+        "VIDPIPE_BROKER_NAMESPACE": services.unique("vidpipe"),
         "VIDPIPE_STORAGE_URL": f"s3://{bucket}/media",
         "VIDPIPE_S3_ENDPOINT_URL": endpoint,
         "VIDPIPE_S3_PATH_STYLE": "true",
@@ -126,8 +131,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     server: S3Server = request.getfixturevalue("s3_server")
     bucket = request.getfixturevalue("s3_bucket")
     env = services_env(tmp_path, database_url, redis_url, server.endpoint_url, bucket)
-    worker = services.WorkerProcess({**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-                                    log=tmp_path / "worker.log")
+    worker = services.WorkerProcess(
+        {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        log=tmp_path / "worker.log",
+    )
     backend = Backend("services", env, tmp_path / "data", worker=worker)
     try:
         yield backend

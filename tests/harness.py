@@ -48,7 +48,7 @@ def drain(pipeline: Pipeline, settle: float = 0.5, timeout: float = 30) -> None:
     client = pipeline.broker.client  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        keys = [k for k in client.keys("vidpipe:*") if not k.endswith(b".msgs")]
+        keys = [k for k in client.keys(f"{pipeline.settings.broker_namespace}:*") if not k.endswith(b".msgs")]
         if all(client.llen(k) == 0 for k in keys if client.type(k) == b"list"):
             break
         time.sleep(0.1)

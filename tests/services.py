@@ -78,12 +78,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
 
-def flush_redis() -> None:
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
-
-
 class WorkerProcess:
     """A real ``dramatiq workers.entry`` process with the given environment."""
 
@@ -91,7 +85,16 @@ class WorkerProcess:
         self.log = log
         self._handle = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "workers.entry", "--processes", "1", "--threads", str(threads)],
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "workers.entry",
+                "--processes",
+                "1",
+                "--threads",
+                str(threads),
+            ],
             env={**os.environ, "dramatiq_worker_timeout": "100", **env},
             cwd=REPO,
             stdout=self._handle,
@@ -101,7 +104,9 @@ class WorkerProcess:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            # Dramatiq's main process forwards SIGTERM to its worker processes and waits for them;
+            # signalling the whole group at once makes the children treat it as a second, hard stop.
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:

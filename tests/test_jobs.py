@@ -78,7 +78,9 @@ def database_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Setting
     return Settings.from_env(env)
 
 
-def test_fan_in_queues_index_exactly_once_when_both_branches_finish_together(database_settings: Settings) -> None:
+def test_fan_in_queues_index_exactly_once_when_both_branches_finish_together(
+    database_settings: Settings,
+) -> None:
     from pipeline.db import open_database
     from pipeline.runtime import prepare_database
 

@@ -42,9 +42,7 @@ def test_a_missing_secret_is_generated_once_into_the_data_dir(tmp_path: Path) ->
         ({"VIDPIPE_S3_PATH_STYLE": "maybe"}, "true or false"),
     ],
 )
-def test_a_bad_setting_is_reported_in_one_sentence_naming_it(
-    tmp_path: Path, env: dict[str, str], words: str
-) -> None:
+def test_a_bad_setting_is_reported_in_one_sentence_naming_it(tmp_path: Path, env: dict[str, str], words: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
         Settings.from_env({"VIDPIPE_DATA_DIR": str(tmp_path), **env})
 

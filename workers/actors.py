@@ -61,8 +61,7 @@ def _declare(broker: dramatiq.Broker, holder: RuntimeHolder, stage: Stage) -> dr
     fn: Callable[[str, str], Awaitable[None]] = perform
     # The stage runner owns retries of the work itself; Dramatiq's retries only cover a
     # runner that could not reach the database to record anything.
-    return dramatiq.actor(
-        fn,
+    declare = dramatiq.actor(
         broker=broker,
         actor_name=actor_name(stage),
         queue_name=queue_name(stage),
@@ -71,3 +70,4 @@ def _declare(broker: dramatiq.Broker, holder: RuntimeHolder, stage: Stage) -> dr
         max_backoff=60_000,
         time_limit=_TIME_LIMIT_MS,
     )
+    return declare(fn)

@@ -30,7 +30,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.broker_url == "memory://":
         broker = StubBroker()
     else:
-        broker = RedisBroker(url=settings.broker_url, namespace="vidpipe")
+        broker = RedisBroker(url=settings.broker_url, namespace=settings.broker_namespace)
     broker.add_middleware(AsyncIO())
     for stage in Stage:
         broker.declare_queue(queue_name(stage))

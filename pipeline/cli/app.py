@@ -38,10 +38,22 @@ def load_settings() -> Settings:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn vidpipe's own errors into one clear line and exit status 1, never a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
     try:
         yield
     except VidpipeError as exc:
         raise click.ClickException(exc.message) from None
+    except DBAPIError as exc:
+        logger.debug("The database refused a statement.", exc_info=True)
+        raise click.ClickException(_database_message(exc)) from None
+
+
+def _database_message(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", exc)).splitlines()[0]
+    if "does not exist" in text or "no such table" in text:
+        return f"The database schema is missing or out of date ({text}); run: vidpipe migrate"
+    return f"The database did not accept the request: {text}. Check VIDPIPE_DATABASE_URL and that it answers."
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -37,8 +38,13 @@ def parse_subtitle_option(value: str) -> SubtitleFile:
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--subtitles", "subtitle_files", multiple=True, metavar="FILE[:LANG]",
-              help="A subtitle file (VTT, SRT, SBV) to attach; repeatable.")
+@click.option(
+    "--subtitles",
+    "subtitle_files",
+    multiple=True,
+    metavar="FILE[:LANG]",
+    help="A subtitle file (VTT, SRT, SBV) to attach; repeatable.",
+)
 @click.option("--title", help="The video's title (default: the file name).")
 @click.option("--description", default="", help="The video's description.")
 @click.option("--language", help="The video's spoken language, e.g. ko or en.")
@@ -47,22 +53,36 @@ def parse_subtitle_option(value: str) -> SubtitleFile:
 @click.option("--no-wait", is_flag=True, help="Print the job id and return without waiting.")
 @click.option("--timeout", type=float, default=None, help="Stop waiting after this many seconds.")
 def process(
-    path: Path, subtitle_files: tuple[str, ...], title: str | None, description: str, language: str | None,
-    poster_at: float | None, as_json: bool, no_wait: bool, timeout: float | None,
+    path: Path,
+    subtitle_files: tuple[str, ...],
+    title: str | None,
+    description: str,
+    language: str | None,
+    poster_at: float | None,
+    as_json: bool,
+    no_wait: bool,
+    timeout: float | None,
 ) -> None:
     """Run one video through the pipeline and wait for the result."""
     settings = load_settings()
     subtitles = [parse_subtitle_option(value) for value in subtitle_files]
     with open_pipeline(settings) as pipeline:
         if no_wait and pipeline.in_process:
-            raise click.ClickException("--no-wait needs a Redis broker: with memory:// the work runs inside this command.")
+            raise click.ClickException(
+                "--no-wait needs a Redis broker: with memory:// the work runs inside this command."
+            )
 
         async def go() -> dict[str, Any]:
             async with open_runtime(pipeline) as runtime:
                 with user_errors():
                     submitted = await submit_file(
-                        runtime, path.absolute(), title=title, description=description, language=language,
-                        subtitles=subtitles, poster_at=poster_at,
+                        runtime,
+                        path.absolute(),
+                        title=title,
+                        description=description,
+                        language=language,
+                        subtitles=subtitles,
+                        poster_at=poster_at,
                     )
                 if no_wait:
                     return {"job": {"id": str(submitted.job_id), "status": "queued"}}
@@ -94,7 +114,9 @@ def _print_report(report: dict[str, Any], *, as_json: bool) -> None:
             line += f"  [{stage['error_code']}] {stage['error_message']}"
         click.echo(line)
     for track in report["subtitle_tracks"]:
-        line = f"  subtitles {track['language'] or '?':<6} {track['source']:<8} {track['status']:<7} {track['cues']} cues"
+        line = (
+            f"  subtitles {track['language'] or '?':<6} {track['source']:<8} {track['status']:<7} {track['cues']} cues"
+        )
         if track["error_code"]:
             line += f"  [{track['error_code']}] {track['error_message']}"
         click.echo(line)
@@ -131,8 +153,10 @@ def subtitles_check(file: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
-    click.echo(f"{file.name}: {document.format}, {document.encoding}, {len(document.cues)} cues, "
-               f"{len(document.warnings)} warnings")
+    click.echo(
+        f"{file.name}: {document.format}, {document.encoding}, {len(document.cues)} cues, "
+        f"{len(document.warnings)} warnings"
+    )
     for cue in document.cues:
         click.echo(f"  {cue.start:9.3f} --> {cue.end:9.3f}  {cue.plain_text}")
     for warning in document.warnings:
@@ -213,7 +237,17 @@ def demo() -> None:
 
 
 def main() -> None:
-    cli(prog_name="vidpipe")
+    """The console script: vidpipe's own errors print one line; anything else is logged, not dumped."""
+    try:
+        cli(prog_name="vidpipe", standalone_mode=True)
+    except Exception as exc:  # a bug or an unexpected service failure: keep tracebacks in the log
+        logging.getLogger("pipeline.cli").debug("The command failed unexpectedly.", exc_info=True)
+        click.echo(
+            f"Error: vidpipe stopped on an unexpected {type(exc).__name__}: {exc}. "
+            "Run with -v to see the details in the log.",
+            err=True,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

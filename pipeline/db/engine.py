@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -39,7 +40,7 @@ def open_database(settings: Settings) -> Database:
     url = settings.database_url
     options: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        _ensure_sqlite_folder(url)
+        ensure_sqlite_folder(url)
         options["connect_args"] = {"timeout": 30}
     else:
         options.update(pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
@@ -58,9 +59,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _ensure_sqlite_folder(url: str) -> None:
-    from pathlib import Path
-
+def ensure_sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite file, which SQLite itself will not do."""
     path = url.split(":///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ def sync_url(url: str) -> str:
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(Path(next(iter(migrations.__path__)))))
     config.set_main_option("sqlalchemy.url", sync_url(database_url).replace("%", "%%"))
     config.attributes["configure_logging"] = False
     return config

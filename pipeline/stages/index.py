@@ -25,16 +25,26 @@ async def run(ctx: StageContext) -> None:
             .order_by(Cue.start, Cue.id)
         )
         cues = [
-            CueDocument(id=cue.id, track_id=cue.track_id, language=language or video.language,
-                        start=cue.start, end=cue.end, text=cue.plain_text)
+            CueDocument(
+                id=cue.id,
+                track_id=cue.track_id,
+                language=language or video.language,
+                start=cue.start,
+                end=cue.end,
+                text=cue.plain_text,
+            )
             for cue, language in rows.all()
         ]
         # The document says "ready": it is what the video will be once this last stage succeeds.
         document = VideoDocument(
-            id=video.id, title=video.title, description=video.description, language=video.language,
-            owner_id=video.owner_id, status=VideoStatus.READY.value, duration=video.duration,
+            id=video.id,
+            title=video.title,
+            description=video.description,
+            language=video.language,
+            owner_id=video.owner_id,
+            status=VideoStatus.READY.value,
+            duration=video.duration,
         )
     await ctx.report(30, force=True)
     await ctx.runtime.search.index_video(document, cues)
-    logger.info("Video %s is indexed with %d cues in the %s search.", ctx.video_id, len(cues),
-                ctx.runtime.search.name)
+    logger.info("Video %s is indexed with %d cues in the %s search.", ctx.video_id, len(cues), ctx.runtime.search.name)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.db.models import SubtitleTrack, Video
 from pipeline.errors import MediaError, ObjectMissing
+from pipeline.languages import normalise_language
 from pipeline.media.probe import ProbeResult, probe
 from pipeline.stages.common import get_video
 from pipeline.stages.runner import StageContext
@@ -53,8 +54,13 @@ async def run(ctx: StageContext) -> None:
         await session.commit()
     logger.info(
         "Video %s probed: %s %dx%d, %.2f s, %s/%s.",
-        ctx.video_id, facts.container, facts.width, facts.height, facts.duration,
-        facts.video_codec, facts.audio_codec or "no audio",
+        ctx.video_id,
+        facts.container,
+        facts.width,
+        facts.height,
+        facts.duration,
+        facts.video_codec,
+        facts.audio_codec or "no audio",
     )
 
 
@@ -101,7 +107,7 @@ async def _record_embedded_tracks(session: AsyncSession, video: Video, facts: Pr
                 video_id=video.id,
                 source="embedded",
                 source_ref=ref,
-                language=stream.language,
+                language=normalise_language(stream.language),
                 label=stream.title,
                 format=stream.codec,
             )

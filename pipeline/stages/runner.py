@@ -94,25 +94,37 @@ async def _claim(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> StageCont
         )
         found = row.first()
         if found is None:
-            logger.info("Stage %s of job %s has no row; the job was deleted, so the message is dropped.",
-                        stage, job_id)
+            logger.info(
+                "Stage %s of job %s has no row; the job was deleted, so the message is dropped.",
+                stage,
+                job_id,
+            )
             return None
         job_status, video_id, stage_status, attempts = found
         if JobStatus(job_status) in JOB_TERMINAL:
             logger.info("Stage %s of job %s is not run: the job is already %s.", stage, job_id, job_status)
             return None
         if not await move_stage(
-            session, job_id, stage, StageStatus.RUNNING, only_from=[StageStatus.QUEUED],
-            attempts=attempts + 1, progress=0.0, error_code=None, error_message=None, finished_at=None,
+            session,
+            job_id,
+            stage,
+            StageStatus.RUNNING,
+            only_from=[StageStatus.QUEUED],
+            attempts=attempts + 1,
+            progress=0.0,
+            error_code=None,
+            error_message=None,
+            finished_at=None,
         ):
             logger.info(
-                "Stage %s of job %s is %s, not queued: a duplicate message, ignored.", stage, job_id, stage_status
+                "Stage %s of job %s is %s, not queued: a duplicate message, ignored.",
+                stage,
+                job_id,
+                stage_status,
             )
             return None
         if await move_job(session, job_id, JobStatus.RUNNING):
-            await session.execute(
-                update(Video).where(Video.id == video_id).values(status=VideoStatus.PROCESSING.value)
-            )
+            await session.execute(update(Video).where(Video.id == video_id).values(status=VideoStatus.PROCESSING.value))
         await session.commit()
     return StageContext(runtime=runtime, job_id=job_id, video_id=video_id, stage=stage, attempt=attempts + 1)
 
@@ -163,7 +175,10 @@ async def _fail(runtime: Runtime, job_id: uuid.UUID, stage: Stage, code: str, me
         for other in GRAPH:
             if other is not stage:
                 await move_stage(
-                    session, job_id, other, StageStatus.SKIPPED,
+                    session,
+                    job_id,
+                    other,
+                    StageStatus.SKIPPED,
                     only_from=[StageStatus.PENDING, StageStatus.QUEUED],
                 )
         if await move_job(session, job_id, JobStatus.FAILED, error_code=code, error_message=message):
@@ -177,19 +192,36 @@ async def _retry_or_fail(runtime: Runtime, context: StageContext, code: str, mes
     job_id, stage = context.job_id, context.stage
     if context.attempt >= settings.max_attempts:
         logger.warning(
-            "Stage %s of job %s failed after %d attempts: [%s] %s", stage, job_id, context.attempt, code, message
+            "Stage %s of job %s failed after %d attempts: [%s] %s",
+            stage,
+            job_id,
+            context.attempt,
+            code,
+            message,
         )
         await _fail(runtime, job_id, stage, code, f"{message} (gave up after {context.attempt} attempts)")
         return
     delay = backoff_ms(context.attempt, settings.retry_backoff_ms, settings.retry_backoff_max_ms)
     logger.info(
         "Stage %s of job %s hit a transient error [%s] %s; attempt %d of %d in %d ms.",
-        stage, job_id, code, message, context.attempt + 1, settings.max_attempts, delay,
+        stage,
+        job_id,
+        code,
+        message,
+        context.attempt + 1,
+        settings.max_attempts,
+        delay,
     )
     async with runtime.database.sessions() as session:
         moved = await move_stage(
-            session, job_id, stage, StageStatus.QUEUED, only_from=[StageStatus.RUNNING],
-            error_code=code, error_message=message, next_attempt_at=utcnow() + timedelta(milliseconds=delay),
+            session,
+            job_id,
+            stage,
+            StageStatus.QUEUED,
+            only_from=[StageStatus.RUNNING],
+            error_code=code,
+            error_message=message,
+            next_attempt_at=utcnow() + timedelta(milliseconds=delay),
         )
         await session.commit()
     if moved:

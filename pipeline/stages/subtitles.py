@@ -60,8 +60,12 @@ async def _process(ctx: StageContext, track: SubtitleTrack, source: Path | None)
     await _record_cues(ctx, track, document, vtt_key)
     logger.info(
         "Subtitle track %s of video %s (%s, %s) has %d cues and %d warnings.",
-        track.id, ctx.video_id, track.language or "language unknown", document.format,
-        len(document.cues), len(document.warnings),
+        track.id,
+        ctx.video_id,
+        track.language or "language unknown",
+        document.format,
+        len(document.cues),
+        len(document.warnings),
     )
 
 
@@ -84,8 +88,15 @@ async def _record_cues(ctx: StageContext, track: SubtitleTrack, document: Subtit
             return
         await session.execute(delete(Cue).where(Cue.track_id == track.id))
         session.add_all(
-            Cue(track_id=track.id, video_id=ctx.video_id, position=i, start=cue.start, end=cue.end,
-                text=cue.text, plain_text=cue.plain_text)
+            Cue(
+                track_id=track.id,
+                video_id=ctx.video_id,
+                position=i,
+                start=cue.start,
+                end=cue.end,
+                text=cue.text,
+                plain_text=cue.plain_text,
+            )
             for i, cue in enumerate(document.cues)
         )
         row.status = "ready"

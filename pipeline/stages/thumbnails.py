@@ -44,8 +44,13 @@ async def run(ctx: StageContext) -> None:
             )
             await ctx.report(40, force=True)
             board = await build_storyboard(
-                src, work / "storyboard", duration=duration, display_width=display[0],
-                display_height=display[1], ffmpeg=runtime.ffmpeg, fmt=ext,
+                src,
+                work / "storyboard",
+                duration=duration,
+                display_width=display[0],
+                display_height=display[1],
+                ffmpeg=runtime.ffmpeg,
+                fmt=ext,
             )
         await ctx.report(80, force=True)
 
@@ -61,8 +66,17 @@ async def run(ctx: StageContext) -> None:
             rows.append(row)
         vtt_key = keys.storyboard_key(ctx.video_id, "storyboard.vtt")
         await runtime.storage.put_bytes(vtt_key, board.vtt.encode("utf-8"), "text/vtt; charset=utf-8")
-        rows.append(Thumbnail(video_id=ctx.video_id, kind="storyboard", position=0, key=vtt_key,
-                              content_type="text/vtt", width=board.tile_width, height=board.tile_height))
+        rows.append(
+            Thumbnail(
+                video_id=ctx.video_id,
+                kind="storyboard",
+                position=0,
+                key=vtt_key,
+                content_type="text/vtt",
+                width=board.tile_width,
+                height=board.tile_height,
+            )
+        )
 
     async with runtime.database.sessions() as session:
         await session.execute(delete(Thumbnail).where(Thumbnail.video_id == ctx.video_id))
@@ -70,7 +84,11 @@ async def run(ctx: StageContext) -> None:
         await session.commit()
     logger.info(
         "Video %s has a poster at %.2f s, %d candidates and a storyboard of %d tiles in %d sprites.",
-        ctx.video_id, used_at, len(candidates), board.tiles, len(board.sprites),
+        ctx.video_id,
+        used_at,
+        len(candidates),
+        board.tiles,
+        len(board.sprites),
     )
 
 

@@ -1,0 +1,514 @@
+"""Search in the database itself: the embedded default, chosen by ``VIDPIPE_SEARCH_URL=database``.
+
+The backend keeps its own copy of what the index stage sends it in ``search_videos`` and
+``search_cues`` (migration 0002), so a video is found only once it is indexed, exactly as with
+OpenSearch, and rows in ``cues`` alone are never searched.
+
+Matching is the same on both databases: each query word must occur, as a case-insensitive
+substring, in the video's title or description or in one of its cues (see
+:mod:`pipeline.search.query`). What differs is the index that finds the candidates:
+
+* SQLite: FTS5 tables with the trigram tokenizer, whose phrase queries are substring
+  matches; words under three characters fall back to ``LIKE`` over the cue table.
+* PostgreSQL: pg_trgm GIN indexes serve ``ILIKE '%word%'`` for words of three characters or
+  more; an English ``tsvector`` index also matches other forms of a word (``running`` finds
+  ``runs``) and marks a cue where the word stands as a whole word.
+
+Ranking, per video (higher first, then by video id so pages never overlap):
+
+* 3 points times the share of query words found in the title, 1 point for the description;
+* each matching cue is worth the share of query words it contains (plus half that again on
+  PostgreSQL for each word matched as a whole English word); the cues' sum ``s`` adds
+  ``2 * s / (s + 2)``, which grows with more and better cues but never outweighs the title.
+
+Cues within a hit are ordered by the same per-cue worth, then by start time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import operator
+import re
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    String,
+    Table,
+    Text,
+    Uuid,
+    and_,
+    case,
+    column,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    table,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pipeline.db.engine import Database
+from pipeline.db.models import Base
+from pipeline.errors import InvalidInput, SearchUnavailable
+from pipeline.search.base import (
+    NO_FILTERS,
+    CueDocument,
+    CueHit,
+    SearchFilters,
+    SearchHit,
+    SearchResult,
+    Suggestion,
+    VideoDocument,
+)
+from pipeline.search.query import (
+    LIKE_ESCAPE,
+    MAX_QUERY_LENGTH,
+    Term,
+    clean_text,
+    escape_like,
+    fts5_phrase,
+    highlight,
+    like_pattern,
+    parse_query,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_PER_PAGE = 100
+MAX_CUES_PER_VIDEO = 20
+MAX_SUGGESTIONS = 100
+MAX_RESULT_WINDOW = 10_000
+"""How deep pagination may reach, the same limit OpenSearch sets by default."""
+
+_TITLE_WEIGHT = 3.0
+_DESCRIPTION_WEIGHT = 1.0
+_CUES_WEIGHT = 2.0
+_CUES_HALF_POINT = 2.0
+"""The cue worth at which the cues contribute half of ``_CUES_WEIGHT``."""
+_WORD_BONUS = 0.5
+
+# The integer id exists for SQLite's FTS5 table, which needs a stable integer row id;
+# everything else addresses an indexed video by its video_id.
+search_videos = Table(
+    "search_videos",
+    Base.metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("video_id", Uuid, nullable=False, unique=True),
+    Column("title", String(500), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("language", String(35)),
+    Column("owner_id", Uuid),
+    Column("status", String(16), nullable=False),
+    Column("duration", Float),
+)
+
+# The id is the cue's id in ``cues``; the copy lets a video be re-indexed without touching them.
+search_cues = Table(
+    "search_cues",
+    Base.metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("video_id", Uuid, nullable=False, index=True),
+    Column("track_id", Uuid, nullable=False),
+    Column("language", String(35)),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    Column("text", Text, nullable=False),
+)
+
+# SQLite's FTS5 tables are created by the migration, outside the metadata: only their
+# row ids and the table-named MATCH column are ever referred to.
+_videos_fts = table("search_videos_fts", column("rowid"))
+_cues_fts = table("search_cues_fts", column("rowid"))
+
+
+class DatabaseSearch:
+    """The :class:`~pipeline.search.base.SearchBackend` over vidpipe's own database."""
+
+    name = "database"
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._match: _Matcher = _SQLiteMatcher() if database.dialect == "sqlite" else _PostgreSQLMatcher()
+
+    async def index_video(self, video: VideoDocument, cues: Sequence[CueDocument]) -> None:
+        """Replace the indexed copy of ``video`` and its cues in one transaction."""
+        started = time.perf_counter()
+        rows = _cue_rows(video.id, cues)
+        with _unavailable("index a video"):
+            async with self._database.engine.begin() as connection:
+                # The upsert comes first: on PostgreSQL its row lock queues a concurrent
+                # re-index of the same video behind this one, so the cues cannot collide.
+                await connection.execute(self._upsert_video(video))
+                await connection.execute(delete(search_cues).where(search_cues.c.video_id == video.id))
+                if rows:
+                    await connection.execute(insert(search_cues), rows)
+        logger.debug(
+            "Video %s is in the database search with %d cues (%.0f ms).",
+            video.id,
+            len(rows),
+            (time.perf_counter() - started) * 1000,
+        )
+
+    async def delete_video(self, video_id: uuid.UUID) -> None:
+        """Remove the video and its cues; a video that was never indexed is not an error."""
+        with _unavailable("delete a video"):
+            async with self._database.engine.begin() as connection:
+                await connection.execute(delete(search_cues).where(search_cues.c.video_id == video_id))
+                await connection.execute(delete(search_videos).where(search_videos.c.video_id == video_id))
+        logger.debug("Video %s is no longer in the database search.", video_id)
+
+    async def search(
+        self,
+        query: str,
+        *,
+        filters: SearchFilters = NO_FILTERS,
+        page: int = 1,
+        per_page: int = 20,
+        cues_per_video: int = 3,
+    ) -> SearchResult:
+        """Find the videos that match every word of ``query``; see the module for the ranking.
+
+        Raises:
+            InvalidInput: an empty query (``search.empty_query``), one over 500 characters
+                (``search.query_too_long``) or a page outside the result window.
+            SearchUnavailable: the database did not answer.
+        """
+        terms = parse_query(query)
+        _check_page(page, per_page, cues_per_video)
+        plan = _SearchPlan(self._match, terms, filters)
+        with _unavailable("search"):
+            async with self._database.engine.connect() as connection:
+                total = (await connection.execute(plan.count())).scalar_one()
+                videos = (await connection.execute(plan.page(page, per_page))).all()
+                cues = await self._best_cues(connection, plan, [row.video_id for row in videos], cues_per_video)
+        hits = [
+            SearchHit(
+                video_id=row.video_id,
+                title=row.title,
+                score=float(row.score),
+                cues=cues.get(row.video_id, []),
+            )
+            for row in videos
+        ]
+        return SearchResult(total=total, hits=hits)
+
+    async def suggest(self, prefix: str, *, limit: int = 10) -> list[Suggestion]:
+        """Titles of ready videos with a word starting with ``prefix``, those starting with it first.
+
+        Raises:
+            InvalidInput: ``search.query_too_long`` for a prefix over 500 characters.
+            SearchUnavailable: the database did not answer.
+        """
+        text = clean_text(prefix).strip().lower()
+        if len(text) > MAX_QUERY_LENGTH:
+            raise InvalidInput(
+                f"The prefix has {len(text)} characters; use at most {MAX_QUERY_LENGTH}.",
+                code="search.query_too_long",
+            )
+        if not text or limit < 1:
+            return []
+        limit = min(limit, MAX_SUGGESTIONS)
+        with _unavailable("suggest titles"):
+            async with self._database.engine.connect() as connection:
+                rows = (await connection.execute(_suggestion_candidates(text, limit))).all()
+        return _suggestions(rows, text, limit)
+
+    async def check(self) -> None:
+        """Raise :class:`SearchUnavailable` unless the search tables answer a query."""
+        with _unavailable("answer"):
+            async with self._database.engine.connect() as connection:
+                await connection.execute(select(search_videos.c.id).limit(1))
+                if self._database.dialect == "sqlite":
+                    await connection.execute(select(_cues_fts.c.rowid).limit(1))
+
+    async def close(self) -> None:
+        """Nothing to release: the engine belongs to the :class:`Database` it was given."""
+
+    def _upsert_video(self, video: VideoDocument) -> Any:
+        values = {
+            "video_id": video.id,
+            "title": clean_text(video.title),
+            "description": clean_text(video.description or ""),
+            "language": video.language,
+            "owner_id": video.owner_id,
+            "status": video.status,
+            "duration": video.duration,
+        }
+        dialect_insert = sqlite.insert if self._database.dialect == "sqlite" else postgresql.insert
+        statement = dialect_insert(search_videos).values(values)
+        changed = {name: statement.excluded[name] for name in values if name != "video_id"}
+        return statement.on_conflict_do_update(index_elements=["video_id"], set_=changed)
+
+    async def _best_cues(
+        self, connection: AsyncConnection, plan: _SearchPlan, video_ids: list[uuid.UUID], per_video: int
+    ) -> dict[uuid.UUID, list[CueHit]]:
+        if not video_ids or per_video == 0:
+            return {}
+        found: dict[uuid.UUID, list[CueHit]] = {}
+        for row in await connection.execute(plan.best_cues(video_ids, per_video)):
+            hit = CueHit(start=row.start, end=row.end, text=row.text, highlight=highlight(row.text, plan.terms))
+            found.setdefault(row.video_id, []).append(hit)
+        return found
+
+
+class _Matcher:
+    """How one database tells whether a term occurs in a column; see the module docstring."""
+
+    def cue_match(self, term: Term) -> ColumnElement[bool]:
+        raise NotImplementedError
+
+    def video_match(self, field: str, term: Term) -> ColumnElement[bool]:
+        raise NotImplementedError
+
+    def cue_word_bonus(self, term: Term) -> ColumnElement[Any] | None:
+        """Extra worth for a cue that has ``term`` as a whole word, where the database can tell."""
+        return None
+
+
+class _SQLiteMatcher(_Matcher):
+    def cue_match(self, term: Term) -> ColumnElement[bool]:
+        if not term.indexable:
+            return _contains(search_cues.c.text, term)
+        match = literal_column("search_cues_fts").match(fts5_phrase(term.needle))
+        return search_cues.c.id.in_(select(_cues_fts.c.rowid).where(match).correlate(None))
+
+    def video_match(self, field: str, term: Term) -> ColumnElement[bool]:
+        if not term.indexable:
+            return _contains(search_videos.c[field], term)
+        # A column filter ("title : ...") keeps title and description apart in one FTS table.
+        match = literal_column("search_videos_fts").match(f"{field} : {fts5_phrase(term.needle)}")
+        return search_videos.c.id.in_(select(_videos_fts.c.rowid).where(match).correlate(None))
+
+
+class _PostgreSQLMatcher(_Matcher):
+    def cue_match(self, term: Term) -> ColumnElement[bool]:
+        return or_(_contains(search_cues.c.text, term), self._word_match(term))
+
+    def video_match(self, field: str, term: Term) -> ColumnElement[bool]:
+        return _contains(search_videos.c[field], term)
+
+    def cue_word_bonus(self, term: Term) -> ColumnElement[Any] | None:
+        return case((self._word_match(term), literal_column("1.0")), else_=literal_column("0.0"))
+
+    def _word_match(self, term: Term) -> ColumnElement[bool]:
+        # text_vector is a generated column that exists on PostgreSQL only (migration 0002),
+        # so it is named here rather than declared on the shared table.
+        vector: ColumnElement[Any] = literal_column("search_cues.text_vector")
+        english: ColumnElement[Any] = literal_column("'english'::regconfig")
+        return vector.bool_op("@@")(func.plainto_tsquery(english, term.word))
+
+
+class _SearchPlan:
+    """The statements of one search: which videos match, how they rank, which cues they show."""
+
+    def __init__(self, match: _Matcher, terms: list[Term], filters: SearchFilters) -> None:
+        self.terms = terms
+        self._match = match
+        self._filters = filters
+        self._share = literal(1.0 / len(terms), Float)
+        self._per_video = self._group_by_video(self._cue_matches(None).subquery("matching_cues"))
+
+    def count(self) -> Select[Any]:
+        return select(func.count()).select_from(self._videos_from()).where(*self._video_conditions())
+
+    def page(self, page: int, per_page: int) -> Select[Any]:
+        score = self._score().label("score")
+        return (
+            select(search_videos.c.video_id, search_videos.c.title, score)
+            .select_from(self._videos_from())
+            .where(*self._video_conditions())
+            .order_by(score.desc(), search_videos.c.video_id)
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+
+    def best_cues(self, video_ids: list[uuid.UUID], per_video: int) -> Select[Any]:
+        matches = self._cue_matches(video_ids).subquery("matches")
+        place = func.row_number().over(
+            partition_by=matches.c.video_id,
+            order_by=(matches.c.worth.desc(), matches.c.start, matches.c.id),
+        )
+        ranked = select(matches, place.label("place")).subquery("ranked")
+        return (
+            select(ranked.c.video_id, ranked.c.start, ranked.c.end, ranked.c.text)
+            .where(ranked.c.place <= per_video)
+            .order_by(ranked.c.video_id, ranked.c.place)
+        )
+
+    def _cue_matches(self, video_ids: list[uuid.UUID] | None) -> Select[Any]:
+        """Every cue that contains at least one term, with a flag per term and its worth."""
+        predicates = [self._match.cue_match(term) for term in self.terms]
+        flags = [case((predicate, 1), else_=0) for predicate in predicates]
+        worth = _sum(flags) * self._share
+        bonuses = [bonus for term in self.terms if (bonus := self._match.cue_word_bonus(term)) is not None]
+        if bonuses:
+            worth = worth + _sum(bonuses) * self._share * _WORD_BONUS
+        conditions = [or_(*predicates), *self._cue_language()]
+        if video_ids is not None:
+            conditions.append(search_cues.c.video_id.in_(video_ids))
+        labelled = [flag.label(f"has_{i}") for i, flag in enumerate(flags)]
+        return select(*search_cues.c, *labelled, worth.label("worth")).where(*conditions)
+
+    def _group_by_video(self, cues: Any) -> Any:
+        """Per video: whether any cue has each term, and the summed worth of its cues."""
+        found = [func.max(cues.c[f"has_{i}"]).label(f"has_{i}") for i in range(len(self.terms))]
+        worth = func.sum(cues.c.worth).label("worth")
+        return select(cues.c.video_id, *found, worth).group_by(cues.c.video_id).subquery("per_video")
+
+    def _cue_language(self) -> list[ColumnElement[bool]]:
+        """With a language filter, a cue counts if its track or its video is in that language."""
+        language = self._filters.language
+        if language is None:
+            return []
+        videos_in_language = select(search_videos.c.video_id).where(search_videos.c.language == language)
+        return [or_(search_cues.c.language == language, search_cues.c.video_id.in_(videos_in_language))]
+
+    def _videos_from(self) -> Any:
+        return search_videos.outerjoin(self._per_video, self._per_video.c.video_id == search_videos.c.video_id)
+
+    def _video_conditions(self) -> list[ColumnElement[bool]]:
+        every_term = [
+            or_(
+                self._match.video_match("title", term),
+                self._match.video_match("description", term),
+                self._per_video.c[f"has_{i}"] == 1,
+            )
+            for i, term in enumerate(self.terms)
+        ]
+        return [*self._video_filters(), and_(*every_term)]
+
+    def _video_filters(self) -> list[ColumnElement[bool]]:
+        filters = self._filters
+        conditions: list[ColumnElement[bool]] = [search_videos.c.status.in_(filters.statuses)]
+        if filters.owner_id is not None:
+            conditions.append(search_videos.c.owner_id == filters.owner_id)
+        if filters.min_duration is not None:
+            conditions.append(search_videos.c.duration >= filters.min_duration)
+        if filters.max_duration is not None:
+            conditions.append(search_videos.c.duration <= filters.max_duration)
+        if filters.language is not None:
+            tracks_in_language = select(search_cues.c.video_id).where(search_cues.c.language == filters.language)
+            conditions.append(
+                or_(
+                    search_videos.c.language == filters.language,
+                    search_videos.c.video_id.in_(tracks_in_language),
+                )
+            )
+        return conditions
+
+    def _score(self) -> ColumnElement[Any]:
+        title = _sum([case((self._match.video_match("title", term), 1), else_=0) for term in self.terms])
+        description = _sum([case((self._match.video_match("description", term), 1), else_=0) for term in self.terms])
+        cues = func.coalesce(self._per_video.c.worth, literal_column("0.0"))
+        return (
+            title * self._share * _TITLE_WEIGHT
+            + description * self._share * _DESCRIPTION_WEIGHT
+            + cues * _CUES_WEIGHT / (cues + _CUES_HALF_POINT)
+        )
+
+
+def _sum(expressions: Sequence[ColumnElement[Any]]) -> ColumnElement[Any]:
+    return functools.reduce(operator.add, expressions)
+
+
+def _contains(target: Any, term: Term) -> ColumnElement[bool]:
+    result: ColumnElement[bool] = target.ilike(like_pattern(term.needle), escape=LIKE_ESCAPE)
+    return result
+
+
+def _cue_rows(video_id: uuid.UUID, cues: Sequence[CueDocument]) -> list[dict[str, Any]]:
+    """One row per cue id (the last one wins), ready for one executemany."""
+    rows = {
+        cue.id: {
+            "id": cue.id,
+            "video_id": video_id,
+            "track_id": cue.track_id,
+            "language": cue.language,
+            "start": cue.start,
+            "end": cue.end,
+            "text": clean_text(cue.text),
+        }
+        for cue in cues
+    }
+    if len(rows) < len(cues):
+        logger.warning("Video %s sent %d cues with a repeated id; the last of each is kept.", video_id, len(cues))
+    return list(rows.values())
+
+
+def _check_page(page: int, per_page: int, cues_per_video: int) -> None:
+    if page < 1:
+        raise InvalidInput(f"The page is {page}; pages start at 1.", code="search.invalid_page")
+    if not 1 <= per_page <= MAX_PER_PAGE:
+        raise InvalidInput(
+            f"per_page is {per_page}; use 1 to {MAX_PER_PAGE}.",
+            code="search.invalid_per_page",
+        )
+    if not 0 <= cues_per_video <= MAX_CUES_PER_VIDEO:
+        raise InvalidInput(
+            f"cues_per_video is {cues_per_video}; use 0 to {MAX_CUES_PER_VIDEO}.",
+            code="search.invalid_cues_per_video",
+        )
+    if page * per_page > MAX_RESULT_WINDOW:
+        raise InvalidInput(
+            f"Results beyond the first {MAX_RESULT_WINDOW} cannot be paged to; narrow the search.",
+            code="search.page_too_deep",
+        )
+
+
+def _suggestion_candidates(text: str, limit: int) -> Select[Any]:
+    """Ready titles containing ``text``, those starting with it first, then word starts after a space.
+
+    More rows than ``limit`` are read because a title containing the prefix mid-word is
+    filtered out afterwards.
+    """
+    title = search_videos.c.title
+    starts = title.ilike(escape_like(text) + "%", escape=LIKE_ESCAPE)
+    after_space = title.ilike("% " + escape_like(text) + "%", escape=LIKE_ESCAPE)
+    return (
+        select(search_videos.c.video_id, title)
+        .where(search_videos.c.status == "ready", title.ilike(like_pattern(text), escape=LIKE_ESCAPE))
+        .order_by(case((starts, 0), (after_space, 1), else_=2), title, search_videos.c.video_id)
+        .limit(limit * 20)
+    )
+
+
+def _suggestions(rows: Sequence[Any], text: str, limit: int) -> list[Suggestion]:
+    word_start = re.compile(r"(?<!\w)" + re.escape(text), re.IGNORECASE)
+    seen: set[str] = set()
+    found: list[Suggestion] = []
+    for row in rows:
+        key = row.title.casefold()
+        if key in seen or not word_start.search(row.title):
+            continue
+        seen.add(key)
+        found.append(Suggestion(text=row.title, video_id=row.video_id))
+        if len(found) == limit:
+            break
+    return found
+
+
+@contextmanager
+def _unavailable(action: str) -> Iterator[None]:
+    """Turn a database that does not answer into :class:`SearchUnavailable`."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise SearchUnavailable(f"The database search could not {action}: {exc.orig}.") from exc
+    except OSError as exc:
+        raise SearchUnavailable(f"The database search could not {action}: {exc}.") from exc

@@ -1,0 +1,264 @@
+"""The object storage interface every backend implements, and the rules keys follow.
+
+A key is a relative POSIX path the pipeline chooses (``videos/<uuid>/thumbnails/poster.jpg``).
+Keys are checked here, once, for every backend: a key that passes can never name a file
+outside the local folder, and it means the same object on S3 as on disk.
+"""
+
+from __future__ import annotations
+
+import builtins
+import mimetypes
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from pipeline.errors import InvalidInput, ObjectMissing
+
+DEFAULT_CHUNK_SIZE = 1 << 20
+"""Bytes per piece when streaming an object to disk or to a caller."""
+
+DEFAULT_MAX_GET_SIZE = 16 * 2**20
+"""The largest object :meth:`Storage.get_bytes` reads into memory unless told otherwise."""
+
+MAX_KEY_BYTES = 1024
+"""S3's own limit on the UTF-8 length of a key; the local store keeps the same one."""
+
+_CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+    ".avi": "video/x-msvideo",
+    ".ts": "video/mp2t",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    # WebVTT is UTF-8 by definition, so the charset is a fact about every such file.
+    ".vtt": "text/vtt; charset=utf-8",
+    # Uploaded SRT files arrive in whatever encoding their author used (often CP949),
+    # so no charset is claimed for them.
+    ".srt": "application/x-subrip",
+    ".json": "application/json",
+    ".txt": "text/plain",
+}
+_FALLBACK_CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What a backend knows about one stored object."""
+
+    key: str
+    """The key as the pipeline names it, without any backend prefix."""
+    size: int
+    etag: str | None
+    """Changes whenever the content changes; not comparable between backends."""
+    content_type: str | None
+    """``None`` where the backend cannot say cheaply (listings never carry it)."""
+    modified: datetime | None
+    """When the object was last written, in UTC."""
+
+
+class Storage(Protocol):
+    """Where every byte the pipeline keeps lives: a local folder or an S3 bucket.
+
+    All methods that touch the store are coroutines; blocking work runs in worker threads,
+    so callers on the event loop never wait on disk or network.
+    """
+
+    description: str
+    """Names the store for people (``local folder /x/objects``); never carries credentials."""
+
+    async def put_file(self, key: str, path: Path, content_type: str | None = None) -> StoredObject:
+        """Store the file at ``path`` under ``key``, streamed, replacing any earlier object.
+
+        Readers see either the old object or the whole new one, never a partial write.
+        ``content_type`` defaults to a guess from the key's suffix.
+        """
+        ...
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> StoredObject:
+        """Store ``data`` under ``key``, as :meth:`put_file` does."""
+        ...
+
+    async def get_bytes(self, key: str, *, max_size: int = DEFAULT_MAX_GET_SIZE) -> bytes:
+        """Read a small object (subtitles, JSON) whole.
+
+        Raises:
+            ObjectMissing: no object has this key.
+            InvalidInput: the object is larger than ``max_size``.
+        """
+        ...
+
+    async def download(self, key: str, dest: Path) -> None:
+        """Write the object to ``dest``, streamed; ``dest`` appears only when complete.
+
+        Raises:
+            ObjectMissing: no object has this key.
+        """
+        ...
+
+    def local_path(self, key: str) -> AbstractAsyncContextManager[Path]:
+        """A path to the object's bytes on local disk, valid inside the ``async with`` block.
+
+        The local store yields the stored file itself, which must not be modified; S3
+        downloads to a temporary file that is removed on exit. The file name keeps the
+        key's suffix, so tools that guess formats from names still work.
+
+        Raises:
+            ObjectMissing: no object has this key.
+        """
+        ...
+
+    def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """Stream the object in pieces of at most ``chunk_size`` bytes.
+
+        This is an async generator: close it (``contextlib.aclosing``) when stopping early,
+        so the open file or HTTP response is released at once.
+
+        Raises:
+            ObjectMissing: no object has this key (on the first iteration).
+        """
+        ...
+
+    async def stat(self, key: str) -> StoredObject | None:
+        """Describe the object, or return ``None`` when there is none with this key."""
+        ...
+
+    async def exists(self, key: str) -> bool:
+        """Whether an object has this key."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; a key with no object is not an error."""
+        ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every object whose key starts with ``prefix`` and return how many.
+
+        Raises:
+            InvalidInput: ``prefix`` is empty, which would empty the whole store.
+        """
+        ...
+
+    async def list(self, prefix: str) -> builtins.list[StoredObject]:
+        """Every object whose key starts with ``prefix`` (a plain string prefix), sorted by key."""
+        ...
+
+    async def check(self) -> None:
+        """Confirm the store answers and its bucket or folder exists.
+
+        Raises:
+            StorageUnavailable: the store did not answer; it may later.
+            ConfigurationError: the settings point at something that is not there or
+                refuses the credentials.
+        """
+        ...
+
+    def uri(self, key: str) -> str:
+        """A ``file://`` or ``s3://`` address of the object, for people to read."""
+        ...
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` unchanged when it is a usable object key.
+
+    Raises:
+        InvalidInput: the key is empty, absolute, too long, contains a backslash or a
+            control character, or has an empty, ``.`` or ``..`` segment.
+    """
+    _check_text(key, what="key")
+    if not key:
+        raise InvalidInput("An object key must not be empty.", code="storage.invalid_key")
+    _check_segments(key, key.split("/"), what="key")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` unchanged when keys could start with it.
+
+    An empty prefix (everything) and a trailing ``/`` are allowed; otherwise the same rules
+    as :func:`validate_key` apply to each complete segment.
+    """
+    _check_text(prefix, what="prefix")
+    segments = prefix.split("/")
+    if segments[-1] == "":
+        # A trailing slash ("videos/abc/") or the empty prefix leaves one empty last piece.
+        segments = segments[:-1]
+    _check_segments(prefix, segments, what="prefix")
+    return prefix
+
+
+def guess_content_type(key: str) -> str:
+    """The media type to record for ``key`` when the caller gave none, from its suffix."""
+    suffix = PurePosixPath(key).suffix.lower()
+    known = _CONTENT_TYPES.get(suffix)
+    if known is not None:
+        return known
+    guessed, _ = mimetypes.guess_type(PurePosixPath(key).name, strict=False)
+    return guessed or _FALLBACK_CONTENT_TYPE
+
+
+def refuse_empty_prefix(prefix: str) -> None:
+    """Guard bulk deletes: an empty prefix would name every object in the store."""
+    validate_prefix(prefix)
+    if not prefix:
+        raise InvalidInput(
+            "Refusing to delete with an empty prefix, which would empty the whole store.",
+            code="storage.invalid_key",
+        )
+
+
+def object_missing(key: str) -> ObjectMissing:
+    """The error every backend raises for a key with no object."""
+    return ObjectMissing(f"No object is stored under the key {key!r}.")
+
+
+def object_too_large(key: str, max_size: int) -> InvalidInput:
+    """The error :meth:`Storage.get_bytes` raises for an object over its size limit."""
+    return InvalidInput(
+        f"The object {key!r} is larger than {max_size} bytes; stream it instead of reading it whole.",
+        code="storage.too_large",
+    )
+
+
+def _check_text(value: str, *, what: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput(
+            f"An object {what} must be a string, not {type(value).__name__}.", code="storage.invalid_key"
+        )
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            f"The object {what} {value!r} is not valid Unicode text.", code="storage.invalid_key"
+        ) from None
+    if len(encoded) > MAX_KEY_BYTES:
+        raise InvalidInput(
+            f"The object {what} {value[:40]!r}… is longer than {MAX_KEY_BYTES} bytes.",
+            code="storage.invalid_key",
+        )
+    if "\\" in value or any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise InvalidInput(
+            f"The object {what} {value!r} contains a backslash or a control character.",
+            code="storage.invalid_key",
+        )
+
+
+def _check_segments(value: str, segments: list[str], *, what: str) -> None:
+    if value.startswith("/"):
+        raise InvalidInput(
+            f"The object {what} {value!r} must be relative, not start with '/'.", code="storage.invalid_key"
+        )
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise InvalidInput(
+                f"The object {what} {value!r} has an empty, '.' or '..' segment.",
+                code="storage.invalid_key",
+            )
