@@ -62,10 +62,11 @@ def stages(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {stage["name"]: stage for stage in report["stages"]}
 
 
+@pytest.mark.parametrize("container", ["mkv", "mp4"])
 def test_a_video_with_embedded_and_file_subtitles_goes_through_all_four_stages(
-    backend: Backend, tmp_path: Path
+    backend: Backend, tmp_path: Path, container: str
 ) -> None:
-    video = mediagen.make_video_with_subtitles(tmp_path / "lecture.mkv", [("kor", KOREAN_SRT)], duration=2.0)
+    video = mediagen.make_video_with_subtitles(tmp_path / f"lecture.{container}", [("kor", KOREAN_SRT)], duration=2.0)
     english = tmp_path / "lecture.en.vtt"
     english.write_text(ENGLISH_VTT, encoding="utf-8")
     korean_cp949 = tmp_path / "notes.srt"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline.db.models import Job, StageRun, Video, utcnow
 from pipeline.errors import PermanentError, TransientError, VidpipeError
@@ -73,6 +74,9 @@ async def run_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, work: Sta
         await _fail(runtime, job_id, stage, exc.code, exc.message)
     except TransientError as exc:
         await _retry_or_fail(runtime, context, exc.code, exc.message)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("Stage %s of job %s lost the database: %s", stage, job_id, type(exc.orig).__name__)
+        await _retry_or_fail(runtime, context, "database.unavailable", "The database did not answer; retrying.")
     except Exception as exc:
         logger.exception("Stage %s of job %s raised an unexpected error.", stage, job_id)
         await _retry_or_fail(runtime, context, "internal.error", _unexpected_message(exc))
