@@ -18,6 +18,8 @@ import pytest
 from tests import services
 from tests.s3server import S3Server, make_bucket, start_s3_server
 
+pytest_plugins = ["tests.opensearch_server"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _aws_test_credentials() -> Iterator[None]:

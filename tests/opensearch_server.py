@@ -1,0 +1,1 @@
+"""Fixtures for an OpenSearch-compatible server (osmem-server), or a real OpenSearch by URL."""
