@@ -28,6 +28,7 @@ from pipeline.states import (
     JobStatus,
     Stage,
     StageStatus,
+    VideoStatus,
     allowed_job_sources,
     allowed_stage_sources,
     check_job_transition,
@@ -203,3 +204,25 @@ def backoff_ms(attempt: int, base_ms: int, max_ms: int) -> int:
 
 def as_utc(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """Cancel a job that has not ended: waiting stages are cancelled at once, a running one
+    by its worker at its next heartbeat (which also ends its ffmpeg child).
+
+    Returns:
+        Whether the job was cancelled by this call (``False`` if it had already ended).
+    """
+    await load_job(session, job_id)
+    if not await move_job(
+        session, job_id, JobStatus.CANCELLED, error_code="job.cancelled", error_message="The job was cancelled."
+    ):
+        return False
+    for stage in STAGE_ORDER:
+        await move_stage(
+            session, job_id, stage, StageStatus.CANCELLED, only_from=[StageStatus.PENDING, StageStatus.QUEUED]
+        )
+    video_id = await session.scalar(select(Job.video_id).where(Job.id == job_id))
+    await session.execute(update(Video).where(Video.id == video_id).values(status=VideoStatus.FAILED.value))
+    logger.info("Job %s was cancelled.", job_id)
+    return True

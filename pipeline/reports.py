@@ -65,6 +65,7 @@ def video_report(video: Video) -> dict[str, Any]:
         "audio_codec": video.audio_codec,
         "bit_rate": video.bit_rate,
         "has_audio": video.has_audio,
+        "ingest_notes": list(video.ingest_notes or []),
     }
 
 

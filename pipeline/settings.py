@@ -59,8 +59,25 @@ class Settings:
     """Worker threads of the in-process broker."""
     heartbeat_seconds: float = 5.0
     """How often a running stage records that it is alive."""
+    stage_timeout_base: float = 300.0
+    """Seconds every stage may take, before the share of the video's duration is added."""
+    stage_timeout_factor: float = 2.0
+    """Seconds of stage time allowed per second of video (ingest, thumbnails, subtitles)."""
+    stale_heartbeat_seconds: float = 60.0
+    """A running stage whose heartbeat is older than this is taken to have lost its worker."""
+    lost_message_seconds: float = 90.0
+    """A stage queued this long without being picked up has its message sent again."""
+    thumbnails_per_host: int = 2
+    """At most this many thumbnail stages (the storyboard encode) run at once on one host."""
     broker_namespace: str = "vidpipe"
     """Prefix of the Redis keys, so several deployments (or test runs) can share one Redis."""
+    search_index_prefix: str = "vidpipe"
+    """Prefix of the OpenSearch aliases and indices, so several deployments can share one cluster."""
+    ingest_url: str = ""
+    """The drop location the ingest scanner watches (``file://`` or ``s3://``); empty means
+    ``$VIDPIPE_DATA_DIR/incoming``, which :meth:`from_env` fills in."""
+    ingest_settle_seconds: float = 5.0
+    """How long a dropped file must stay unchanged before the scanner takes it."""
 
     @property
     def is_embedded(self) -> bool:
@@ -106,7 +123,17 @@ class Settings:
             ),
             worker_threads=_integer("VIDPIPE_WORKER_THREADS", get("WORKER_THREADS", "4"), minimum=1),
             broker_namespace=get("BROKER_NAMESPACE", "vidpipe") or "vidpipe",
+            search_index_prefix=get("SEARCH_INDEX_PREFIX", "vidpipe") or "vidpipe",
+            stage_timeout_base=_seconds("VIDPIPE_STAGE_TIMEOUT_BASE_MS", get("STAGE_TIMEOUT_BASE_MS", "300000")),
+            stage_timeout_factor=_number("VIDPIPE_STAGE_TIMEOUT_FACTOR", get("STAGE_TIMEOUT_FACTOR", "2.0")),
+            stale_heartbeat_seconds=_seconds("VIDPIPE_STALE_HEARTBEAT_MS", get("STALE_HEARTBEAT_MS", "60000")),
+            lost_message_seconds=_seconds("VIDPIPE_LOST_MESSAGE_MS", get("LOST_MESSAGE_MS", "90000")),
+            thumbnails_per_host=_integer("VIDPIPE_THUMBNAILS_PER_HOST", get("THUMBNAILS_PER_HOST", "2"), minimum=1),
             heartbeat_seconds=float(_integer("VIDPIPE_HEARTBEAT_MS", get("HEARTBEAT_MS", "5000"), minimum=100) / 1000),
+            ingest_url=get("INGEST_URL", (data_dir / "incoming").as_uri()) or "",
+            ingest_settle_seconds=float(
+                _integer("VIDPIPE_INGEST_SETTLE_MS", get("INGEST_SETTLE_MS", "5000"), minimum=0) / 1000
+            ),
         )
         settings.validate()
         return settings
@@ -116,6 +143,12 @@ class Settings:
         _scheme("VIDPIPE_DATABASE_URL", self.database_url, _DATABASE_SCHEMES)
         _scheme("VIDPIPE_BROKER_URL", self.broker_url, _BROKER_SCHEMES)
         _scheme("VIDPIPE_STORAGE_URL", self.storage_url, _STORAGE_SCHEMES)
+        if self.ingest_url:
+            _scheme("VIDPIPE_INGEST_URL", self.ingest_url, _STORAGE_SCHEMES)
+            if self.ingest_url.startswith("s3://") and not urlsplit(self.ingest_url).netloc:
+                raise ConfigurationError(
+                    "VIDPIPE_INGEST_URL must name a bucket, as in s3://bucket/incoming/.", code="config.ingest_url"
+                )
         if self.search_url != "database":
             _scheme("VIDPIPE_SEARCH_URL", self.search_url, _SEARCH_SCHEMES)
         if self.storage_url.startswith("s3://") and not urlsplit(self.storage_url).netloc:
@@ -178,6 +211,20 @@ def _flag(name: str, value: str | None) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ConfigurationError(f"{name} is {value!r}; use true or false.")
+
+
+def _number(name: str, value: str | None) -> float:
+    try:
+        number = float(value or "")
+    except ValueError:
+        raise ConfigurationError(f"{name} is {value!r}; it must be a number.") from None
+    if number < 0:
+        raise ConfigurationError(f"{name} is {number}; it cannot be negative.")
+    return number
+
+
+def _seconds(name: str, milliseconds: str | None) -> float:
+    return _integer(name, milliseconds, minimum=1) / 1000
 
 
 def _integer(name: str, value: str | None, *, minimum: int) -> int:

@@ -46,8 +46,13 @@ async def submit_file(
     subtitles: list[SubtitleFile] | tuple[SubtitleFile, ...] = (),
     poster_at: float | None = None,
     owner_id: uuid.UUID | None = None,
+    notes: list[str] | None = None,
 ) -> Submitted:
-    """Upload ``path`` (and its subtitle files) to storage, create the rows, start the job."""
+    """Upload ``path`` (and its subtitle files) to storage, create the rows, start the job.
+
+    ``notes`` are problems the caller met on the way in (the drop folder's unreadable
+    sidecars); they are kept on the video as ``ingest_notes`` and never stop it.
+    """
     if not path.is_file():
         raise InvalidInput(f"There is no file at {path}.", code="input.file_not_found")
     for sub in subtitles:
@@ -71,6 +76,7 @@ async def submit_file(
         source_key=keys.source_key(video_id, path.name),
         source_filename=path.name[:500],
         poster_at=poster_at,
+        ingest_notes=list(notes) if notes else None,
     )
     await runtime.storage.put_file(video.source_key, path, mimetypes.guess_type(path.name)[0])
     tracks = [await _upload_subtitle(runtime, video_id, sub) for sub in subtitles]

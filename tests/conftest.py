@@ -100,6 +100,21 @@ class Backend:
     def process_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}
 
+    def configure(self, **extra: str) -> None:
+        """Change settings for the rest of the test; a worker process is restarted with them."""
+        self.env.update(extra)
+        if self.worker is not None:
+            self.restart_worker()
+
+    def start_worker(self) -> services.WorkerProcess:
+        self.worker = services.WorkerProcess(self.env, log=self.data_dir.parent / "worker.log")
+        return self.worker
+
+    def restart_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.start_worker()
+
 
 def embedded_env(tmp_path: Path) -> dict[str, str]:
     return {
@@ -133,17 +148,15 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     server: S3Server = request.getfixturevalue("s3_server")
     bucket = request.getfixturevalue("s3_bucket")
     env = services_env(tmp_path, database_url, redis_url, server.endpoint_url, bucket)
-    worker = services.WorkerProcess(
-        {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-        log=tmp_path / "worker.log",
-    )
-    backend = Backend("services", env, tmp_path / "data", worker=worker)
+    backend = Backend("services", env, tmp_path / "data")
+    backend.start_worker()
     try:
         yield backend
     finally:
-        worker.stop()
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            sys.stderr.write(f"--- worker log ---\n{worker.output()[-5000:]}\n")
+        if backend.worker is not None:
+            backend.worker.stop()
+            if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+                sys.stderr.write(f"--- worker log ---\n{backend.worker.output()[-5000:]}\n")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -53,3 +53,19 @@ class DramatiqDispatcher:
         )
         self.broker.enqueue(message, delay=delay_ms or None)
         logger.debug("Sent stage %s of job %s (delay %d ms).", stage, job_id, delay_ms)
+
+
+def queue_depths(broker: dramatiq.Broker) -> dict[str, dict[str, int]]:
+    """Messages waiting per stage queue: ready now, and delayed (retries waiting for their time)."""
+    depths: dict[str, dict[str, int]] = {}
+    for stage in Stage:
+        name = queue_name(stage)
+        if isinstance(broker, RedisBroker):
+            ready = int(broker.client.llen(f"{broker.namespace}:{name}"))
+            delayed = int(broker.client.llen(f"{broker.namespace}:{name}.DQ"))
+        else:
+            queues = getattr(broker, "queues", {})
+            ready = queues[name].qsize() if name in queues else 0
+            delayed = queues[f"{name}.DQ"].qsize() if f"{name}.DQ" in queues else 0
+        depths[stage.value] = {"ready": ready, "delayed": delayed}
+    return depths

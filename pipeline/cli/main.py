@@ -14,9 +14,10 @@ import click
 
 from pipeline.cli.app import configure_logging, load_settings, open_pipeline, open_runtime, user_errors
 from pipeline.cli.progress import wait_for_job
+from pipeline.dispatch import queue_name
 from pipeline.errors import SubtitleError
 from pipeline.reports import full_job_report
-from pipeline.states import JobStatus
+from pipeline.states import JobStatus, Stage
 from pipeline.submit import SubtitleFile, submit_file
 
 
@@ -209,7 +210,12 @@ def migrate() -> None:
 @cli.command()
 @click.option("--processes", type=int, default=None, help="Worker processes (default: one per core).")
 @click.option("--threads", type=int, default=None, help="Threads per process.")
-@click.option("--queues", multiple=True, help="Only consume these stage queues (e.g. vidpipe.index).")
+@click.option(
+    "--queues",
+    multiple=True,
+    type=click.Choice([s.value for s in Stage]),
+    help="Only these stages (repeatable), so heavy media stages and light ones scale apart.",
+)
 def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) -> None:
     """Run Dramatiq workers on the broker from VIDPIPE_BROKER_URL."""
     settings = load_settings()
@@ -223,7 +229,7 @@ def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) 
     if threads:
         args += ["--threads", str(threads)]
     if queues:
-        args += ["--queues", *queues]
+        args += ["--queues", *(queue_name(Stage(q)) for q in queues)]
     os.environ.setdefault("dramatiq_worker_timeout", "100")
     os.execv(sys.executable, args)
 
@@ -234,6 +240,17 @@ def demo() -> None:
     from pipeline.demo import run_demo
 
     run_demo()
+
+
+from pipeline.cli.jobs import jobs  # noqa: E402
+from pipeline.cli.scheduler import scheduler  # noqa: E402
+
+cli.add_command(jobs)
+cli.add_command(scheduler)
+
+from pipeline.cli.ingest import ingest  # noqa: E402
+
+cli.add_command(ingest)
 
 
 def main() -> None:

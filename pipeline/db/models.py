@@ -101,6 +101,8 @@ class Video(Base):
     audio_codec: Mapped[str | None] = mapped_column(String(64))
     bit_rate: Mapped[int | None] = mapped_column(BigInteger)
     has_audio: Mapped[bool | None] = mapped_column(Boolean)
+    ingest_notes: Mapped[list[Any] | None] = mapped_column(JSON)
+    """Problems met while taking the video in (an unreadable sidecar file), as sentences."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

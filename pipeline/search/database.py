@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import logging
 import operator
-import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -65,7 +64,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.db.engine import Database
 from pipeline.db.models import Base
-from pipeline.errors import InvalidInput, SearchUnavailable
+from pipeline.errors import SearchUnavailable
 from pipeline.search.base import (
     NO_FILTERS,
     CueDocument,
@@ -78,23 +77,20 @@ from pipeline.search.base import (
 )
 from pipeline.search.query import (
     LIKE_ESCAPE,
-    MAX_QUERY_LENGTH,
+    MAX_SUGGESTIONS,
     Term,
+    check_page,
     clean_text,
     escape_like,
     fts5_phrase,
     highlight,
     like_pattern,
     parse_query,
+    pick_suggestions,
+    suggestion_prefix,
 )
 
 logger = logging.getLogger(__name__)
-
-MAX_PER_PAGE = 100
-MAX_CUES_PER_VIDEO = 20
-MAX_SUGGESTIONS = 100
-MAX_RESULT_WINDOW = 10_000
-"""How deep pagination may reach, the same limit OpenSearch sets by default."""
 
 _TITLE_WEIGHT = 3.0
 _DESCRIPTION_WEIGHT = 1.0
@@ -190,7 +186,7 @@ class DatabaseSearch:
             SearchUnavailable: the database did not answer.
         """
         terms = parse_query(query)
-        _check_page(page, per_page, cues_per_video)
+        check_page(page, per_page, cues_per_video)
         plan = _SearchPlan(self._match, terms, filters)
         with _unavailable("search"):
             async with self._database.engine.connect() as connection:
@@ -215,12 +211,7 @@ class DatabaseSearch:
             InvalidInput: ``search.query_too_long`` for a prefix over 500 characters.
             SearchUnavailable: the database did not answer.
         """
-        text = clean_text(prefix).strip().lower()
-        if len(text) > MAX_QUERY_LENGTH:
-            raise InvalidInput(
-                f"The prefix has {len(text)} characters; use at most {MAX_QUERY_LENGTH}.",
-                code="search.query_too_long",
-            )
+        text = suggestion_prefix(prefix)
         if not text or limit < 1:
             return []
         limit = min(limit, MAX_SUGGESTIONS)
@@ -451,26 +442,6 @@ def _cue_rows(video_id: uuid.UUID, cues: Sequence[CueDocument]) -> list[dict[str
     return list(rows.values())
 
 
-def _check_page(page: int, per_page: int, cues_per_video: int) -> None:
-    if page < 1:
-        raise InvalidInput(f"The page is {page}; pages start at 1.", code="search.invalid_page")
-    if not 1 <= per_page <= MAX_PER_PAGE:
-        raise InvalidInput(
-            f"per_page is {per_page}; use 1 to {MAX_PER_PAGE}.",
-            code="search.invalid_per_page",
-        )
-    if not 0 <= cues_per_video <= MAX_CUES_PER_VIDEO:
-        raise InvalidInput(
-            f"cues_per_video is {cues_per_video}; use 0 to {MAX_CUES_PER_VIDEO}.",
-            code="search.invalid_cues_per_video",
-        )
-    if page * per_page > MAX_RESULT_WINDOW:
-        raise InvalidInput(
-            f"Results beyond the first {MAX_RESULT_WINDOW} cannot be paged to; narrow the search.",
-            code="search.page_too_deep",
-        )
-
-
 def _suggestion_candidates(text: str, limit: int) -> Select[Any]:
     """Ready titles containing ``text``, those starting with it first, then word starts after a space.
 
@@ -489,18 +460,8 @@ def _suggestion_candidates(text: str, limit: int) -> Select[Any]:
 
 
 def _suggestions(rows: Sequence[Any], text: str, limit: int) -> list[Suggestion]:
-    word_start = re.compile(r"(?<!\w)" + re.escape(text), re.IGNORECASE)
-    seen: set[str] = set()
-    found: list[Suggestion] = []
-    for row in rows:
-        key = row.title.casefold()
-        if key in seen or not word_start.search(row.title):
-            continue
-        seen.add(key)
-        found.append(Suggestion(text=row.title, video_id=row.video_id))
-        if len(found) == limit:
-            break
-    return found
+    picked = pick_suggestions(((row.title, row.video_id) for row in rows), text, limit)
+    return [Suggestion(text=title, video_id=video_id) for title, video_id in picked]
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import html
 import logging
 import re
 import unicodedata
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,6 +27,11 @@ MAX_TERMS = 10
 """Words beyond this many are ignored: each one costs a scan, and people rarely type more."""
 SHORTEST_INDEXED_TERM = 3
 """Trigram indexes cannot serve shorter terms; the backends scan for those instead."""
+MAX_PER_PAGE = 100
+MAX_CUES_PER_VIDEO = 20
+MAX_SUGGESTIONS = 100
+MAX_RESULT_WINDOW = 10_000
+"""How deep pagination may reach, the same limit OpenSearch sets by default."""
 
 # Longest first, so "processes" loses "es" rather than only "s".
 _SUFFIXES = ("ing", "ies", "es", "ed", "s")
@@ -159,3 +165,72 @@ def _merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((start, end))
     return merged
+
+
+def check_page(page: int, per_page: int, cues_per_video: int) -> None:
+    """Refuse a page request that no backend should run.
+
+    Raises:
+        InvalidInput: ``search.invalid_page``, ``search.invalid_per_page``,
+            ``search.invalid_cues_per_video`` or ``search.page_too_deep``.
+    """
+    if page < 1:
+        raise InvalidInput(f"The page is {page}; pages start at 1.", code="search.invalid_page")
+    if not 1 <= per_page <= MAX_PER_PAGE:
+        raise InvalidInput(
+            f"per_page is {per_page}; use 1 to {MAX_PER_PAGE}.",
+            code="search.invalid_per_page",
+        )
+    if not 0 <= cues_per_video <= MAX_CUES_PER_VIDEO:
+        raise InvalidInput(
+            f"cues_per_video is {cues_per_video}; use 0 to {MAX_CUES_PER_VIDEO}.",
+            code="search.invalid_cues_per_video",
+        )
+    if page * per_page > MAX_RESULT_WINDOW:
+        raise InvalidInput(
+            f"Results beyond the first {MAX_RESULT_WINDOW} cannot be paged to; narrow the search.",
+            code="search.page_too_deep",
+        )
+
+
+def suggestion_prefix(prefix: str) -> str:
+    """``prefix`` cleaned and lower-cased, the form both backends look titles up by.
+
+    Raises:
+        InvalidInput: ``search.query_too_long`` for a prefix over :data:`MAX_QUERY_LENGTH` characters.
+    """
+    text = clean_text(prefix).strip().lower()
+    if len(text) > MAX_QUERY_LENGTH:
+        raise InvalidInput(
+            f"The prefix has {len(text)} characters; use at most {MAX_QUERY_LENGTH}.",
+            code="search.query_too_long",
+        )
+    return text
+
+
+def pick_suggestions(candidates: Iterable[tuple[str, uuid.UUID]], text: str, limit: int) -> list[tuple[str, uuid.UUID]]:
+    """The first ``limit`` candidate titles with a word starting with ``text``, one per spelling.
+
+    Candidates arrive best first; a title that only contains ``text`` inside a word is dropped,
+    and so is a title already picked in another letter case.
+    """
+    word_start = re.compile(r"(?<!\w)" + re.escape(text), re.IGNORECASE)
+    seen: set[str] = set()
+    found: list[tuple[str, uuid.UUID]] = []
+    for title, video_id in candidates:
+        key = title.casefold()
+        if key in seen or not word_start.search(title):
+            continue
+        seen.add(key)
+        found.append((title, video_id))
+        if len(found) == limit:
+            break
+    return found
+
+
+def suggestion_rank(title: str, text: str) -> int:
+    """0 when ``title`` starts with ``text``, 1 when a later word after a space does, else 2."""
+    folded = title.lower()
+    if folded.startswith(text):
+        return 0
+    return 1 if f" {text}" in folded else 2

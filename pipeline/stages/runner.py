@@ -14,9 +14,10 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -25,6 +26,7 @@ from pipeline.db.models import Job, StageRun, Video, utcnow
 from pipeline.errors import PermanentError, TransientError, VidpipeError
 from pipeline.jobs import backoff_ms, move_job, move_stage, queue_ready_stages
 from pipeline.runtime import Runtime
+from pipeline.settings import Settings
 from pipeline.states import GRAPH, JOB_TERMINAL, JobStatus, Stage, StageStatus, VideoStatus, dependents
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ class StageContext:
     video_id: uuid.UUID
     stage: Stage
     attempt: int
+    duration: float | None = None
+    """The video's duration when the stage was claimed (``None`` before ingest)."""
     _last_report: float = 0.0
 
     async def report(self, progress: float, *, force: bool = False) -> None:
@@ -56,7 +60,7 @@ class StageContext:
             await session.commit()
 
 
-StageFunction = Callable[[StageContext], Awaitable[None]]
+StageFunction = Callable[[StageContext], Coroutine[Any, Any, None]]
 
 
 async def run_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, work: StageFunction) -> None:
@@ -65,13 +69,25 @@ async def run_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, work: Sta
     if context is None:
         return
     started = time.monotonic()
-    logger.info("Stage %s of job %s started (attempt %d).", stage, job_id, context.attempt)
-    heartbeat = asyncio.create_task(_heartbeat(runtime, job_id, stage))
+    limit = stage_time_limit(runtime.settings, stage, context.duration)
+    logger.info("Stage %s of job %s started (attempt %d, limit %.0f s).", stage, job_id, context.attempt, limit)
+    task = asyncio.create_task(work(context))
+    watch = _Watch()
+    watcher = asyncio.create_task(_heartbeat(runtime, job_id, stage, task, watch))
     try:
-        await work(context)
+        await _finish_within(task, limit)
+    except asyncio.CancelledError:
+        if not watch.job_cancelled:
+            raise
+        logger.info("Stage %s of job %s stopped: the job was cancelled.", stage, job_id)
+        await _cancelled(runtime, job_id, stage)
+    except TimeoutError:
+        message = f"The {stage} stage took longer than its limit of {limit:.0f} s and was stopped."
+        logger.warning("Stage %s of job %s timed out after %.0f s.", stage, job_id, limit)
+        await fail_stage(runtime, job_id, stage, "stage.timeout", message)
     except PermanentError as exc:
         logger.warning("Stage %s of job %s failed for good: [%s] %s", stage, job_id, exc.code, exc.message)
-        await _fail(runtime, job_id, stage, exc.code, exc.message)
+        await fail_stage(runtime, job_id, stage, exc.code, exc.message)
     except TransientError as exc:
         await _retry_or_fail(runtime, context, exc.code, exc.message)
     except (OperationalError, InterfaceError) as exc:
@@ -84,16 +100,46 @@ async def run_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, work: Sta
         await _succeed(runtime, job_id, stage)
         logger.info("Stage %s of job %s succeeded in %.2f s.", stage, job_id, time.monotonic() - started)
     finally:
-        heartbeat.cancel()
+        watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
+            await watcher
+
+
+def stage_time_limit(settings: Settings, stage: Stage, duration: float | None) -> float:
+    """Seconds a stage may run: a fixed base plus a share of the video's duration."""
+    if stage is Stage.INDEX or duration is None:
+        return settings.stage_timeout_base
+    return settings.stage_timeout_base + settings.stage_timeout_factor * duration
+
+
+async def _finish_within(task: asyncio.Task[None], limit: float) -> None:
+    """Wait for ``task``; past ``limit`` cancel it (its ffmpeg child dies with it) and raise TimeoutError."""
+    try:
+        done, _ = await asyncio.wait({task}, timeout=limit)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise TimeoutError
+    task.result()
+
+
+@dataclass
+class _Watch:
+    job_cancelled: bool = False
 
 
 async def _claim(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> StageContext | None:
     async with runtime.database.sessions() as session:
         row = await session.execute(
-            select(Job.status, Job.video_id, StageRun.status, StageRun.attempts)
+            select(Job.status, Job.video_id, StageRun.status, StageRun.attempts, Video.duration)
             .join(StageRun, StageRun.job_id == Job.id)
+            .join(Video, Video.id == Job.video_id)
             .where(Job.id == job_id, StageRun.stage == stage.value)
         )
         found = row.first()
@@ -104,7 +150,7 @@ async def _claim(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> StageCont
                 job_id,
             )
             return None
-        job_status, video_id, stage_status, attempts = found
+        job_status, video_id, stage_status, attempts, duration = found
         if JobStatus(job_status) in JOB_TERMINAL:
             logger.info("Stage %s of job %s is not run: the job is already %s.", stage, job_id, job_status)
             return None
@@ -130,12 +176,20 @@ async def _claim(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> StageCont
         if await move_job(session, job_id, JobStatus.RUNNING):
             await session.execute(update(Video).where(Video.id == video_id).values(status=VideoStatus.PROCESSING.value))
         await session.commit()
-    return StageContext(runtime=runtime, job_id=job_id, video_id=video_id, stage=stage, attempt=attempts + 1)
+    return StageContext(
+        runtime=runtime, job_id=job_id, video_id=video_id, stage=stage, attempt=attempts + 1, duration=duration
+    )
 
 
-async def _heartbeat(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
-    """Tell the database this stage is alive, so a reconciler can tell a dead worker apart."""
-    while True:
+async def _heartbeat(
+    runtime: Runtime, job_id: uuid.UUID, stage: Stage, task: asyncio.Task[None], watch: _Watch
+) -> None:
+    """Tell the database this stage is alive, and stop the work when its job is cancelled.
+
+    The heartbeat lets the reconciler tell a dead worker apart; reading the job's state on the
+    same beat is how a cancel requested anywhere (CLI, API) reaches the worker doing the work.
+    """
+    while not task.done():
         await asyncio.sleep(runtime.settings.heartbeat_seconds)
         try:
             async with runtime.database.sessions() as session:
@@ -144,9 +198,21 @@ async def _heartbeat(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
                     .where(StageRun.job_id == job_id, StageRun.stage == stage.value)
                     .values(heartbeat_at=utcnow())
                 )
+                status = await session.scalar(select(Job.status).where(Job.id == job_id))
                 await session.commit()
         except Exception:  # a missed heartbeat is not worth failing the stage over
             logger.debug("Heartbeat of stage %s of job %s was not written.", stage, job_id, exc_info=True)
+            continue
+        if status == JobStatus.CANCELLED:
+            watch.job_cancelled = True
+            task.cancel()
+            return
+
+
+async def _cancelled(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
+    async with runtime.database.sessions() as session:
+        await move_stage(session, job_id, stage, StageStatus.CANCELLED, only_from=[StageStatus.RUNNING])
+        await session.commit()
 
 
 async def _succeed(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
@@ -172,7 +238,7 @@ async def _finish_job(runtime: Runtime, job_id: uuid.UUID) -> None:
         await session.commit()
 
 
-async def _fail(runtime: Runtime, job_id: uuid.UUID, stage: Stage, code: str, message: str) -> None:
+async def fail_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, code: str, message: str) -> None:
     """Fail the stage and its job, and skip the stages that can no longer run."""
     async with runtime.database.sessions() as session:
         await move_stage(session, job_id, stage, StageStatus.FAILED, error_code=code, error_message=message)
@@ -203,7 +269,7 @@ async def _retry_or_fail(runtime: Runtime, context: StageContext, code: str, mes
             code,
             message,
         )
-        await _fail(runtime, job_id, stage, code, f"{message} (gave up after {context.attempt} attempts)")
+        await fail_stage(runtime, job_id, stage, code, f"{message} (gave up after {context.attempt} attempts)")
         return
     delay = backoff_ms(context.attempt, settings.retry_backoff_ms, settings.retry_backoff_max_ms)
     logger.info(

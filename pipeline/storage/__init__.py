@@ -21,6 +21,7 @@ __all__ = [
     "StoredObject",
     "guess_content_type",
     "open_storage",
+    "open_storage_at",
     "validate_key",
     "validate_prefix",
 ]
@@ -32,34 +33,51 @@ def open_storage(settings: Settings) -> Storage:
     Raises:
         ConfigurationError: the URL's scheme is unknown, or it names no usable folder or bucket.
     """
-    parts = urlsplit(settings.storage_url)
+    return open_storage_at(settings.storage_url, settings)
+
+
+def open_storage_at(url: str, settings: Settings, *, variable: str = "VIDPIPE_STORAGE_URL") -> Storage:
+    """Build a store rooted at ``url`` (``file:///abs/dir`` or ``s3://bucket/prefix``).
+
+    The S3 endpoint, region and addressing style come from ``settings``, so the drop location
+    and the pipeline's own store reach the same service the same way.
+
+    Args:
+        url: Where the store's keys start.
+        settings: Supplies the S3 connection settings.
+        variable: The setting ``url`` came from, named in error messages.
+
+    Raises:
+        ConfigurationError: the URL's scheme is unknown, or it names no usable folder or bucket.
+    """
+    parts = urlsplit(url)
     if parts.scheme == "file":
-        return LocalStorage(_folder(parts))
+        return LocalStorage(_folder(parts, variable))
     if parts.scheme == "s3":
-        return _open_s3(settings, parts)
+        return _open_s3(settings, parts, variable)
     raise ConfigurationError(
-        f"VIDPIPE_STORAGE_URL has the scheme {parts.scheme or '(none)'!r}; use file:///abs/dir or s3://bucket/prefix.",
+        f"{variable} has the scheme {parts.scheme or '(none)'!r}; use file:///abs/dir or s3://bucket/prefix.",
         code="config.unknown_scheme",
     )
 
 
-def _folder(parts: SplitResult) -> Path:
+def _folder(parts: SplitResult, variable: str) -> Path:
     if parts.netloc not in ("", "localhost"):
         raise ConfigurationError(
-            f"VIDPIPE_STORAGE_URL names the host {parts.netloc!r}; a file:// URL must be a local "
+            f"{variable} names the host {parts.netloc!r}; a file:// URL must be a local "
             "absolute path such as file:///srv/vidpipe/objects.",
             code="config.storage_url",
         )
     folder = Path(url2pathname(parts.path))
     if not folder.is_absolute():
         raise ConfigurationError(
-            "VIDPIPE_STORAGE_URL must name an absolute folder, as in file:///srv/vidpipe/objects.",
+            f"{variable} must name an absolute folder, as in file:///srv/vidpipe/objects.",
             code="config.storage_url",
         )
     return folder
 
 
-def _open_s3(settings: Settings, parts: SplitResult) -> Storage:
+def _open_s3(settings: Settings, parts: SplitResult, variable: str) -> Storage:
     # Imported here so that the embedded default never pays for importing boto3.
     from pipeline.storage.s3 import S3Storage
 
@@ -69,11 +87,11 @@ def _open_s3(settings: Settings, parts: SplitResult) -> Storage:
             validate_key(prefix)
     except InvalidInput as error:
         raise ConfigurationError(
-            f"VIDPIPE_STORAGE_URL has an unusable key prefix: {error}", code="config.storage_url"
+            f"{variable} has an unusable key prefix: {error}", code="config.storage_url"
         ) from None
     if not parts.netloc:
         raise ConfigurationError(
-            "VIDPIPE_STORAGE_URL must name a bucket, as in s3://bucket/prefix.", code="config.storage_url"
+            f"{variable} must name a bucket, as in s3://bucket/prefix.", code="config.storage_url"
         )
     return S3Storage(
         parts.netloc,
