@@ -1,2 +1,2 @@
-"""The Litestar HTTP API (accounts, uploads, jobs, search). Built in a later step; the core
-already has the pieces it will call (``pipeline.submit``, ``pipeline.reports``, ``pipeline.search``)."""
+"""The Litestar HTTP API. So far: the application factory and health checks; accounts,
+uploads, jobs and search routes build on the same factory."""

@@ -137,6 +137,12 @@ def services_env(tmp_path: Path, database_url: str, redis_url: str, endpoint: st
     }
 
 
+SERVICES_ONLY = pytest.mark.parametrize(
+    "backend", [pytest.param("services", marks=pytest.mark.services)], indirect=True
+)
+"""Marks a test that needs worker processes, Redis or PostgreSQL: it runs on the services backend only."""
+
+
 @pytest.fixture(params=["embedded", pytest.param("services", marks=pytest.mark.services)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """The embedded default, then the real services with a worker process."""

@@ -4,6 +4,7 @@ jobs cancelled and stages timed out — and every job still ends where it should
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import sys
@@ -12,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import psycopg
-import pytest
 import redis
 
 from pipeline.cli.app import Pipeline
@@ -23,11 +23,8 @@ from pipeline.reconciler import reconcile
 from pipeline.runtime import Runtime
 from pipeline.submit import submit_file
 from tests import mediagen, services
-from tests.conftest import Backend
+from tests.conftest import SERVICES_ONLY, Backend
 from tests.harness import open_pipeline, report, with_runtime
-
-# Worker processes, Redis and PostgreSQL exist only on the services backend.
-SERVICES_ONLY = pytest.mark.parametrize("backend", [pytest.param("services", marks=pytest.mark.services)], indirect=True)
 
 FAST_RECOVERY = {
     "VIDPIPE_HEARTBEAT_MS": "300",
@@ -279,7 +276,7 @@ def test_thumbnail_stages_wait_for_a_free_slot_on_the_host(backend: Backend, tmp
     spans = sorted(
         (s["started_at"], s["finished_at"]) for r in results for s in r["stages"] if s["name"] == "thumbnails"
     )
-    for (_, first_end), (second_start, _) in zip(spans, spans[1:], strict=False):
+    for (_, first_end), (second_start, _) in itertools.pairwise(spans):
         assert first_end <= second_start, "two thumbnail stages overlapped on one host"
 
 

@@ -165,38 +165,6 @@ def subtitles_check(file: Path, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("query")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--language", help="Only videos or cues in this language.")
-@click.option("--page", type=int, default=1, show_default=True)
-@click.option("--per-page", type=int, default=20, show_default=True)
-def search(query: str, as_json: bool, language: str | None, page: int, per_page: int) -> None:
-    """Find videos and the moments their subtitles say QUERY."""
-    from pipeline.search.base import SearchFilters
-
-    settings = load_settings()
-    with open_pipeline(settings, start_workers=False) as pipeline:
-
-        async def go() -> dict[str, Any]:
-            async with open_runtime(pipeline) as runtime:
-                with user_errors():
-                    result = await runtime.search.search(
-                        query, filters=SearchFilters(language=language), page=page, per_page=per_page
-                    )
-                return result.to_json()
-
-        result = asyncio.run(go())
-    if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False, indent=2))
-        return
-    click.echo(f"{result['total']} videos")
-    for hit in result["hits"]:
-        click.echo(f"{hit['video']['title']}  ({hit['video']['id']}, score {hit['score']:.3f})")
-        for cue in hit["cues"]:
-            click.echo(f"  {cue['start']:8.2f}s  {cue['text']}")
-
-
-@cli.command()
 def migrate() -> None:
     """Bring the database schema up to date (the release step)."""
     from pipeline.db.migrate import upgrade
@@ -244,9 +212,13 @@ def demo() -> None:
 
 from pipeline.cli.jobs import jobs  # noqa: E402
 from pipeline.cli.scheduler import scheduler  # noqa: E402
+from pipeline.cli.search import search  # noqa: E402
+from pipeline.cli.serve import api  # noqa: E402
 
 cli.add_command(jobs)
 cli.add_command(scheduler)
+cli.add_command(search)
+cli.add_command(api)
 
 from pipeline.cli.ingest import ingest  # noqa: E402
 

@@ -36,11 +36,15 @@ def scheduler(reconcile_every: float, scan_every: float, once: bool) -> None:
         asyncio.run(go())
 
 
-async def run_periodically(runtime: Runtime, reconcile_every: float, scan_every: float, *, once: bool) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+async def run_periodically(
+    runtime: Runtime, reconcile_every: float, scan_every: float, *, once: bool, stop: asyncio.Event | None = None
+) -> None:
+    """The scheduler's loop; without ``stop`` it installs its own SIGTERM/SIGINT handlers."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     scanner = _scanner(runtime)
     next_reconcile = next_scan = time.monotonic()
     logger.info(

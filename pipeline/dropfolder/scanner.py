@@ -104,6 +104,7 @@ class _Finish:
     job_id: uuid.UUID | None = None
     error_code: str | None = None
     error_message: str | None = None
+    sha256: str | None = None
 
 
 def ingest_url(settings: Settings) -> str:
@@ -288,7 +289,7 @@ class DropScanner:
             original = await self._original(fetched.sha256, drop.id) or _Original(None, "another drop")
         if original is not None:
             message = f"The same content (SHA-256 {fetched.sha256[:12]}…) was already taken as {original.label}."
-            finish = _Finish(DropStatus.DUPLICATE, original.video_id, None, "ingest.duplicate", message)
+            finish = _Finish(DropStatus.DUPLICATE, original.video_id, None, "ingest.duplicate", message, fetched.sha256)
             await self._conclude(drop, group, finish, local={group.video.key: fetched.path})
             report.duplicates += 1
             return
@@ -447,6 +448,7 @@ class DropScanner:
                     error_message=finish.error_message,
                     moved_to=destination,
                     finished_at=self._clock(),
+                    **({"sha256": finish.sha256} if finish.sha256 else {}),
                 )
             )
             await session.commit()
@@ -490,7 +492,11 @@ class DropScanner:
         folder = str(PurePosixPath(destination).parent)
         for obj in group.objects:
             target = f"{folder}/{PurePosixPath(obj.key).name}"
-            await self._move(obj.key, target, local.get(obj.key))
+            try:
+                await self._move(obj.key, target, local.get(obj.key))
+            except ObjectMissing:
+                # Another scanner filing the same finished drop moved it first.
+                logger.debug("Drop object %s was already moved away; nothing to file.", obj.key)
         if reason:
             await self.drops.put_bytes(f"{destination}.error.txt", (reason + "\n").encode(), "text/plain")
 

@@ -99,6 +99,13 @@ class OpenSearchBackend:
         started = time.perf_counter()
         await self.ensure_index()
         failures = await self._call("index a video", self._bulk, self.names.alias, [(video, cues)], False)
+        if failures and all(failure.alias_missing for failure in failures.values()):
+            # The alias vanished behind this process (a cluster reset, an index deleted by
+            # hand): create it again rather than fail every later write.
+            logger.warning("OpenSearch alias %s is missing; it is created again.", self.names.alias)
+            self._ready = False
+            await self.ensure_index()
+            failures = await self._call("index a video", self._bulk, self.names.alias, [(video, cues)], False)
         _raise_for(failures)
         logger.debug(
             "Video %s is in OpenSearch with %d cues (%.0f ms).",
@@ -249,7 +256,10 @@ class OpenSearchBackend:
         """Upsert each video in one bulk request; returns the videos OpenSearch refused, by id."""
         operations: list[dict[str, Any]] = []
         for video, cues in videos:
-            action = {"_index": index, "_id": str(video.id), "retry_on_conflict": _RETRY_ON_CONFLICT}
+            action: dict[str, Any] = {"_index": index, "_id": str(video.id), "retry_on_conflict": _RETRY_ON_CONFLICT}
+            if not fresh:
+                # Writing through a missing alias must fail, not create an index without our mappings.
+                action["require_alias"] = True
             operations.append({"update": action})
             operations.append({"doc": video_source(video, cues), "doc_as_upsert": True})
         # A rebuild refreshes once before the swap; the pipeline's single writes are visible at once.
@@ -271,6 +281,10 @@ class _ItemError:
     @property
     def transient(self) -> bool:
         return self.status == 429 or self.status >= 500
+
+    @property
+    def alias_missing(self) -> bool:
+        return self.reason.startswith("index_not_found_exception")
 
 
 def _item_errors(answer: dict[str, Any]) -> dict[uuid.UUID, _ItemError]:

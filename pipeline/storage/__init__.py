@@ -86,13 +86,9 @@ def _open_s3(settings: Settings, parts: SplitResult, variable: str) -> Storage:
         if prefix:
             validate_key(prefix)
     except InvalidInput as error:
-        raise ConfigurationError(
-            f"{variable} has an unusable key prefix: {error}", code="config.storage_url"
-        ) from None
+        raise ConfigurationError(f"{variable} has an unusable key prefix: {error}", code="config.storage_url") from None
     if not parts.netloc:
-        raise ConfigurationError(
-            f"{variable} must name a bucket, as in s3://bucket/prefix.", code="config.storage_url"
-        )
+        raise ConfigurationError(f"{variable} must name a bucket, as in s3://bucket/prefix.", code="config.storage_url")
     return S3Storage(
         parts.netloc,
         prefix,

@@ -1,0 +1,683 @@
+"""The search contract, run against every backend: SQLite, PostgreSQL and OpenSearch.
+
+Each SQLite test gets a fresh, migrated file; PostgreSQL tests share one scratch database
+(created and migrated once per module, dropped afterwards) whose search tables are emptied
+before every test; OpenSearch tests share one server (osmem-server, or the cluster named by
+``VIDPIPE_TEST_OPENSEARCH_URL``) with an index prefix per test. A service that does not
+answer skips its tests, unless ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from pipeline.db.engine import open_database
+from pipeline.db.migrate import upgrade
+from pipeline.errors import InvalidInput, SearchUnavailable
+from pipeline.search import open_search
+from pipeline.search.base import CueDocument, SearchBackend, SearchFilters, SearchResult, VideoDocument
+from pipeline.search.database import DatabaseSearch
+from pipeline.search.opensearch import OpenSearchBackend
+from pipeline.settings import Settings
+
+T = TypeVar("T")
+Scenario = Callable[[SearchBackend], Awaitable[T]]
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+_cue_ids = itertools.count(1)
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    name = f"vidpipe_search_test_{os.getpid()}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL at 127.0.0.1:5432 did not answer, so its search tests cannot run: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "opensearch"])
+def backend_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def database_url(backend_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database of the backend; OpenSearch gets a SQLite file it never uses."""
+    if backend_name in ("sqlite", "opensearch"):
+        sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'vidpipe.db'}"
+        upgrade(sqlite_url)
+        return sqlite_url
+    url: str = request.getfixturevalue("postgres_url")
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute("TRUNCATE search_videos, search_cues")
+    return url
+
+
+@pytest.fixture
+def search_env(backend_name: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The search settings of the backend under test."""
+    if backend_name != "opensearch":
+        return {}
+    url: str = request.getfixturevalue("opensearch_url")
+    prefix: str = request.getfixturevalue("opensearch_prefix")
+    return {"VIDPIPE_SEARCH_URL": url, "VIDPIPE_SEARCH_INDEX_PREFIX": prefix}
+
+
+@pytest.fixture
+def run(database_url: str, search_env: dict[str, str], tmp_path: Path) -> Callable[[Scenario[Any]], Any]:
+    """Run an async scenario against a fresh backend on its own event loop."""
+
+    def runner(scenario: Scenario[T]) -> T:
+        return asyncio.run(_with_backend(_settings(tmp_path, database_url, **search_env), scenario))
+
+    return runner
+
+
+async def _with_backend(settings: Settings, scenario: Scenario[T]) -> T:
+    database = open_database(settings)
+    search = open_search(settings, database)
+    try:
+        return await scenario(search)
+    finally:
+        await search.close()
+        await database.dispose()
+
+
+def _settings(tmp_path: Path, url: str, **extra: str) -> Settings:
+    environ = {"VIDPIPE_DATA_DIR": str(tmp_path), "VIDPIPE_DATABASE_URL": url, **extra}
+    return Settings.from_env(environ)
+
+
+# --- documents ------------------------------------------------------------------------------
+
+
+def video(
+    title: str = "Lecture",
+    *,
+    description: str = "",
+    language: str | None = "ko",
+    owner_id: uuid.UUID | None = None,
+    status: str = "ready",
+    duration: float | None = 600.0,
+) -> VideoDocument:
+    return VideoDocument(
+        id=uuid.uuid4(),
+        title=title,
+        description=description,
+        language=language,
+        owner_id=owner_id,
+        status=status,
+        duration=duration,
+    )
+
+
+def cues(*texts: str, language: str | None = "ko", start: float = 0.0) -> list[CueDocument]:
+    """One track's cues, five seconds apart from ``start``."""
+    track = uuid.uuid4()
+    return [
+        CueDocument(
+            id=next(_cue_ids),
+            track_id=track,
+            language=language,
+            start=start + 5 * i,
+            end=start + 5 * i + 4,
+            text=text,
+        )
+        for i, text in enumerate(texts)
+    ]
+
+
+def ids(result: SearchResult) -> list[uuid.UUID]:
+    return [hit.video_id for hit in result.hits]
+
+
+# --- matching -------------------------------------------------------------------------------
+
+
+def test_a_video_is_found_only_once_it_is_indexed(run: Callable[[Scenario[Any]], Any]) -> None:
+    lecture = video("선형대수")
+
+    async def scenario(search: SearchBackend) -> tuple[SearchResult, SearchResult]:
+        before = await search.search("선형대수")
+        await search.index_video(lecture, cues("행렬"))
+        return before, await search.search("선형대수")
+
+    before, after = run(scenario)
+    assert before.total == 0 and before.hits == []
+    assert ids(after) == [lecture.id]
+
+
+@pytest.mark.parametrize("query", ["고유값", "벡터", "고유", "고유값 벡터"])
+def test_korean_queries_match_part_of_a_word(run: Callable[[Scenario[Any]], Any], query: str) -> None:
+    lecture = video("선형대수 5강")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(lecture, cues("오늘은 행렬식을 봅니다", "고유값과 고유벡터를 배웁니다"))
+        return await search.search(query)
+
+    result = run(scenario)
+    assert ids(result) == [lecture.id]
+    assert [cue.text for cue in result.hits[0].cues] == ["고유값과 고유벡터를 배웁니다"]
+
+
+@pytest.mark.parametrize("query", ["eigenvalue", "EIGENVALUE", "Eigenvalues", "eigen", "EigenVectors"])
+def test_english_queries_match_case_insensitively_and_across_word_forms(
+    run: Callable[[Scenario[Any]], Any], query: str
+) -> None:
+    lecture = video("Linear algebra", language="en")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(lecture, cues("Eigenvalues and eigenvectors", "a determinant", language="en"))
+        return await search.search(query)
+
+    result = run(scenario)
+    assert ids(result) == [lecture.id]
+    assert [cue.start for cue in result.hits[0].cues] == [0.0]
+
+
+def test_a_plural_query_finds_the_singular_word(run: Callable[[Scenario[Any]], Any]) -> None:
+    lecture = video("Spectra", language="en")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(lecture, cues("Every eigenvalue of a symmetric matrix is real", language="en"))
+        return await search.search("Eigenvalues symmetries")
+
+    result = run(scenario)
+    assert ids(result) == [lecture.id]
+    assert result.hits[0].cues[0].highlight == (
+        "Every <mark>eigenvalue</mark> of a <mark>symmetric</mark> matrix is real"
+    )
+
+
+def test_every_word_of_a_query_must_match_in_the_title_description_or_cues(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    split = video("Linear algebra")
+    one_cue = video("Week 3")
+    described = video("Week 4", description="Linear maps, explained slowly")
+    title_only = video("Linear models")
+    cue_only = video("Calculus")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(split, cues("the eigenvalue problem"))
+        await search.index_video(one_cue, cues("linear maps have an eigenvalue"))
+        await search.index_video(described, cues("each eigenvalue"))
+        await search.index_video(title_only, cues("regression"))
+        await search.index_video(cue_only, cues("no eigenvalue here"))
+        return await search.search("linear eigenvalue")
+
+    result = run(scenario)
+    assert set(ids(result)) == {split.id, one_cue.id, described.id}
+    assert result.total == 3
+
+
+def test_highlights_mark_every_match_and_escape_the_rest(run: Callable[[Scenario[Any]], Any]) -> None:
+    lecture = video("Markup")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(lecture, cues('<b>Matrix</b> & "matrix" 행렬 submatrix'))
+        return await search.search("matrix 행렬")
+
+    highlight = run(scenario).hits[0].cues[0].highlight
+    assert highlight == (
+        "&lt;b&gt;<mark>Matrix</mark>&lt;/b&gt; &amp; &quot;<mark>matrix</mark>&quot; "
+        "<mark>행렬</mark> sub<mark>matrix</mark>"
+    )
+
+
+def test_like_wildcards_in_a_query_match_only_themselves(run: Callable[[Scenario[Any]], Any]) -> None:
+    percent = video("Sale")
+    underscore = video("Names")
+    backslash = video("Paths")
+
+    async def scenario(search: SearchBackend) -> list[list[uuid.UUID]]:
+        await search.index_video(percent, cues("50% off"))
+        await search.index_video(underscore, cues("snake_case names"))
+        await search.index_video(backslash, cues(r"C:\temp"))
+        return [ids(await search.search(query)) for query in ("%", "50%", "_", "e_c", "\\", ":\\t")]
+
+    assert run(scenario) == [
+        [percent.id],
+        [percent.id],
+        [underscore.id],
+        [underscore.id],
+        [backslash.id],
+        [backslash.id],
+    ]
+
+
+# --- ranking and cues -----------------------------------------------------------------------
+
+
+def test_a_title_match_ranks_above_videos_that_match_only_in_cues(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    titled = video("Eigenvalues explained")
+    many_cues = video("Week 7")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(many_cues, cues(*["the eigenvalue again"] * 6))
+        await search.index_video(titled, cues("hello"))
+        return await search.search("eigenvalue")
+
+    result = run(scenario)
+    assert ids(result) == [titled.id, many_cues.id]
+    assert result.hits[0].score > result.hits[1].score
+
+
+def test_more_matching_cues_rank_a_video_higher(run: Callable[[Scenario[Any]], Any]) -> None:
+    once = video("Week 1")
+    thrice = video("Week 2")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(once, cues("행렬", "다른 이야기"))
+        await search.index_video(thrice, cues("행렬", "행렬의 곱", "행렬식"))
+        return await search.search("행렬")
+
+    assert ids(run(scenario)) == [thrice.id, once.id]
+
+
+def test_cues_are_ordered_by_how_many_words_they_match_then_by_start(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    lecture = video("Spectral theory")
+    texts = ("eigenvector basis", "unrelated", "eigenvalue only", "eigenvalue and eigenvector", "eigenvalue")
+
+    async def scenario(search: SearchBackend) -> tuple[SearchResult, SearchResult, SearchResult]:
+        await search.index_video(lecture, cues(*texts))
+        return (
+            await search.search("eigenvalue eigenvector", cues_per_video=3),
+            await search.search("eigenvalue eigenvector", cues_per_video=10),
+            await search.search("eigenvalue eigenvector", cues_per_video=0),
+        )
+
+    three, all_cues, none = run(scenario)
+    assert [cue.start for cue in three.hits[0].cues] == [15.0, 0.0, 10.0]
+    assert [cue.start for cue in all_cues.hits[0].cues] == [15.0, 0.0, 10.0, 20.0]
+    assert none.hits[0].cues == []
+    assert all_cues.hits[0].cues[0].end == 19.0
+
+
+def test_pages_do_not_overlap_and_total_counts_videos_not_cues(run: Callable[[Scenario[Any]], Any]) -> None:
+    lectures = [video(f"Algebra part {n}") for n in range(7)]
+
+    async def scenario(search: SearchBackend) -> list[SearchResult]:
+        for lecture in lectures:
+            await search.index_video(lecture, cues("algebra again", "more algebra"))
+        return [await search.search("algebra", page=page, per_page=3) for page in (1, 2, 3, 4)]
+
+    pages = run(scenario)
+    assert [result.total for result in pages] == [7, 7, 7, 7]
+    assert [len(result.hits) for result in pages] == [3, 3, 1, 0]
+    found = [video_id for result in pages for video_id in ids(result)]
+    assert found == sorted(lecture.id for lecture in lectures)
+
+
+# --- filters --------------------------------------------------------------------------------
+
+
+def test_language_filter_matches_the_video_language_or_a_track_language(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    korean = video("행렬 1", language="ko")
+    english = video("Matrix 2", language="en")
+    mixed = video("행렬 3", language="ko")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(korean, cues("matrix 행렬", language="ko"))
+        await search.index_video(english, cues("matrix", language="en"))
+        await search.index_video(
+            mixed, [*cues("행렬 matrix", language="ko"), *cues("the matrix", language="en", start=100)]
+        )
+        return await search.search("matrix", filters=SearchFilters(language="en"))
+
+    result = run(scenario)
+    assert set(ids(result)) == {english.id, mixed.id}
+    mixed_hit = next(hit for hit in result.hits if hit.video_id == mixed.id)
+    assert [cue.text for cue in mixed_hit.cues] == ["the matrix"]
+
+
+def test_owner_filter_keeps_only_that_owners_videos(run: Callable[[Scenario[Any]], Any]) -> None:
+    owner = uuid.uuid4()
+    mine = video("Topology", owner_id=owner)
+    theirs = video("Topology", owner_id=uuid.uuid4())
+    nobodys = video("Topology", owner_id=None)
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        for lecture in (mine, theirs, nobodys):
+            await search.index_video(lecture, [])
+        return await search.search("topology", filters=SearchFilters(owner_id=owner))
+
+    assert ids(run(scenario)) == [mine.id]
+
+
+def test_duration_range_is_inclusive_and_excludes_unknown_durations(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    short, medium, long, unknown = (video("Limits", duration=d) for d in (60.0, 600.0, 3600.0, None))
+
+    async def scenario(search: SearchBackend) -> tuple[SearchResult, SearchResult]:
+        for lecture in (short, medium, long, unknown):
+            await search.index_video(lecture, [])
+        both = SearchFilters(min_duration=600.0, max_duration=1000.0)
+        at_least = SearchFilters(min_duration=500.0)
+        return (
+            await search.search("limits", filters=both),
+            await search.search("limits", filters=at_least),
+        )
+
+    both, at_least = run(scenario)
+    assert ids(both) == [medium.id]
+    assert set(ids(at_least)) == {medium.id, long.id}
+
+
+def test_only_ready_videos_are_found_unless_other_statuses_are_asked_for(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    ready = video("Groups", status="ready")
+    processing = video("Groups", status="processing")
+
+    async def scenario(search: SearchBackend) -> tuple[SearchResult, SearchResult]:
+        await search.index_video(ready, [])
+        await search.index_video(processing, [])
+        wider = SearchFilters(statuses=("ready", "processing"))
+        return await search.search("groups"), await search.search("groups", filters=wider)
+
+    default, wider = run(scenario)
+    assert ids(default) == [ready.id]
+    assert set(ids(wider)) == {ready.id, processing.id}
+
+
+# --- index maintenance ----------------------------------------------------------------------
+
+
+def test_a_deleted_video_is_no_longer_found_or_suggested(run: Callable[[Scenario[Any]], Any]) -> None:
+    kept = video("Graph theory")
+    deleted = video("Graph algorithms")
+
+    async def scenario(search: SearchBackend) -> tuple[SearchResult, list[Any]]:
+        await search.index_video(kept, cues("graph"))
+        await search.index_video(deleted, cues("graph"))
+        await search.delete_video(deleted.id)
+        await search.delete_video(uuid.uuid4())
+        return await search.search("graph"), await search.suggest("gr")
+
+    result, suggestions = run(scenario)
+    assert ids(result) == [kept.id]
+    assert [suggestion.video_id for suggestion in suggestions] == [kept.id]
+
+
+def test_indexing_twice_leaves_one_copy_and_replaces_the_old_cues(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    lecture = video("Probability")
+    first = cues("dice and coins", "more dice")
+    renamed = VideoDocument(**{**lecture.__dict__, "title": "Probability II"})
+
+    async def scenario(search: SearchBackend) -> tuple[SearchResult, SearchResult, SearchResult]:
+        await search.index_video(lecture, first)
+        await search.index_video(lecture, first)
+        twice = await search.search("dice", cues_per_video=10)
+        await search.index_video(renamed, cues("cards"))
+        return twice, await search.search("dice"), await search.search("cards probability")
+
+    twice, stale, fresh = run(scenario)
+    assert twice.total == 1
+    assert [cue.text for cue in twice.hits[0].cues] == ["dice and coins", "more dice"]
+    assert stale.total == 0
+    assert [hit.title for hit in fresh.hits] == ["Probability II"]
+
+
+def test_indexing_a_thousand_cues_takes_well_under_a_second(run: Callable[[Scenario[Any]], Any]) -> None:
+    lecture = video("Long lecture")
+    many = cues(*(f"문장 {n}: eigenvalue number {n}" for n in range(1000)))
+
+    async def scenario(search: SearchBackend) -> tuple[float, SearchResult]:
+        started = time.perf_counter()
+        await search.index_video(lecture, many)
+        elapsed = time.perf_counter() - started
+        return elapsed, await search.search("number 999")
+
+    elapsed, result = run(scenario)
+    assert elapsed < 1.0
+    assert result.total == 1
+    assert result.hits[0].cues[0].text == "문장 999: eigenvalue number 999"
+
+
+# --- hostile and invalid input --------------------------------------------------------------
+
+HOSTILE_QUERIES = [
+    "*:*",
+    "(",
+    ")",
+    '"',
+    '"unterminated phrase',
+    "NEAR(",
+    "NEAR(a b, 2)",
+    "AND OR NOT",
+    "title : x",
+    "{title description}: x",
+    "^start",
+    "a*",
+    "%",
+    "_",
+    "\\",
+    "'; DROP TABLE search_videos; --",
+    "\x00",
+    "null\x00byte",
+    "\ud800",
+    "x" * 500,
+    " ".join(f"w{n}" for n in range(200))[:500],
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE_QUERIES)
+def test_hostile_queries_are_searched_as_plain_text(run: Callable[[Scenario[Any]], Any], query: str) -> None:
+    lecture = video("Safe")
+
+    async def scenario(search: SearchBackend) -> tuple[SearchResult | None, SearchResult]:
+        await search.index_video(lecture, cues('AND OR NOT (a*) "quoted" 50% snake_case \\ *:*'))
+        try:
+            result: SearchResult | None = await search.search(query)
+        except InvalidInput as exc:
+            assert exc.code == "search.empty_query"
+            result = None
+        return result, await search.search("safe")
+
+    result, afterwards = run(scenario)
+    assert result is None or result.total == len(result.hits)
+    assert ids(afterwards) == [lecture.id]
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("", "search.empty_query"),
+        ("  \t\n ", "search.empty_query"),
+        ("x" * 501, "search.query_too_long"),
+        ("고유값 " * 2000, "search.query_too_long"),
+    ],
+)
+def test_empty_and_overlong_queries_are_refused_with_a_code(
+    run: Callable[[Scenario[Any]], Any], query: str, code: str
+) -> None:
+    async def scenario(search: SearchBackend) -> None:
+        await search.search(query)
+
+    with pytest.raises(InvalidInput) as caught:
+        run(scenario)
+    assert caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("options", "code"),
+    [
+        ({"page": 0}, "search.invalid_page"),
+        ({"per_page": 0}, "search.invalid_per_page"),
+        ({"per_page": 101}, "search.invalid_per_page"),
+        ({"cues_per_video": -1}, "search.invalid_cues_per_video"),
+        ({"page": 10**30}, "search.page_too_deep"),
+    ],
+)
+def test_pages_outside_the_result_window_are_refused(
+    run: Callable[[Scenario[Any]], Any], options: dict[str, Any], code: str
+) -> None:
+    async def scenario(search: SearchBackend) -> None:
+        await search.search("algebra", **options)
+
+    with pytest.raises(InvalidInput) as caught:
+        run(scenario)
+    assert caught.value.code == code
+
+
+# --- suggestions ----------------------------------------------------------------------------
+
+
+def test_one_korean_syllable_suggests_titles_with_a_word_starting_with_it(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    starts = video("선형대수 입문")
+    later_word = video("고급 선형대수")
+    mid_word = video("미분방정식")
+
+    async def scenario(search: SearchBackend) -> tuple[list[Any], list[Any]]:
+        for lecture in (starts, later_word, mid_word):
+            await search.index_video(lecture, [])
+        return await search.suggest("선"), await search.suggest("방")
+
+    syllable, inside = run(scenario)
+    assert [(s.text, s.video_id) for s in syllable] == [
+        ("선형대수 입문", starts.id),
+        ("고급 선형대수", later_word.id),
+    ]
+    assert inside == []
+
+
+def test_one_latin_letter_suggests_titles_case_insensitively(run: Callable[[Scenario[Any]], Any]) -> None:
+    titles = ("Linear Algebra", "Intro to linear models", "Calculus", "(Lambda) calculus")
+
+    async def scenario(search: SearchBackend) -> tuple[list[Any], list[Any]]:
+        for title in titles:
+            await search.index_video(video(title), [])
+        return await search.suggest("L"), await search.suggest("lin")
+
+    letter, word = run(scenario)
+    assert [s.text for s in letter] == ["Linear Algebra", "Intro to linear models", "(Lambda) calculus"]
+    assert [s.text for s in word] == ["Linear Algebra", "Intro to linear models"]
+
+
+def test_suggestions_skip_unready_videos_drop_duplicates_and_respect_the_limit(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    async def scenario(search: SearchBackend) -> tuple[list[Any], list[Any], list[Any]]:
+        for title, status in [("Set theory", "ready"), ("Set theory", "ready"), ("Sets draft", "processing")]:
+            await search.index_video(video(title, status=status), [])
+        await search.index_video(video("Sequences"), [])
+        return await search.suggest("se"), await search.suggest("se", limit=1), await search.suggest("  ")
+
+    both, one, blank = run(scenario)
+    assert [s.text for s in both] == ["Sequences", "Set theory"]
+    assert [s.text for s in one] == ["Sequences"]
+    assert blank == []
+
+
+def test_hostile_prefixes_suggest_nothing_rather_than_failing(run: Callable[[Scenario[Any]], Any]) -> None:
+    async def scenario(search: SearchBackend) -> list[list[Any]]:
+        await search.index_video(video("Ordinary title"), [])
+        return [await search.suggest(prefix) for prefix in ("%", "_", "\\", '"', "*", "\x00")]
+
+    assert run(scenario) == [[], [], [], [], [], []]
+
+
+# --- shapes and plumbing --------------------------------------------------------------------
+
+
+def test_a_result_turns_into_the_documented_json(run: Callable[[Scenario[Any]], Any]) -> None:
+    lecture = video("JSON & you")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(lecture, cues("json <3"))
+        return await search.search("json")
+
+    document = run(scenario).to_json()
+    assert document.keys() == {"total", "hits"}
+    assert document["total"] == 1
+    (hit,) = document["hits"]
+    assert hit.keys() == {"video", "score", "cues"}
+    assert hit["video"] == {"id": str(lecture.id), "title": "JSON & you"}
+    assert isinstance(hit["score"], float)
+    assert hit["cues"] == [{"start": 0.0, "end": 4.0, "text": "json <3", "highlight": "<mark>json</mark> &lt;3"}]
+
+
+def test_check_passes_on_a_migrated_database(run: Callable[[Scenario[Any]], Any]) -> None:
+    async def scenario(search: SearchBackend) -> None:
+        await search.check()
+        await search.close()
+
+    run(scenario)
+
+
+def test_check_reports_a_database_without_the_search_tables_as_unavailable(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+
+    async def scenario(search: SearchBackend) -> None:
+        await search.check()
+
+    with pytest.raises(SearchUnavailable):
+        asyncio.run(_with_backend(_settings(tmp_path, url), scenario))
+
+
+def test_a_database_that_does_not_answer_makes_search_unavailable(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+
+    async def scenario(search: SearchBackend) -> None:
+        await search.search("anything")
+
+    with pytest.raises(SearchUnavailable) as caught:
+        asyncio.run(_with_backend(_settings(tmp_path, url), scenario))
+    assert caught.value.code == "search.unavailable"
+
+
+def test_open_search_picks_the_backend_the_url_names(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'vidpipe.db'}"
+    database = open_database(_settings(tmp_path, url))
+    try:
+        backend = open_search(_settings(tmp_path, url), database)
+        assert isinstance(backend, DatabaseSearch)
+        assert backend.name == "database"
+        settings = _settings(tmp_path, url, VIDPIPE_SEARCH_URL="http://opensearch:9200")
+        remote = open_search(settings, database)
+        assert isinstance(remote, OpenSearchBackend)
+        assert remote.name == "opensearch"
+        assert remote.names.alias == "vidpipe-videos"
+    finally:
+        asyncio.run(database.dispose())
