@@ -1,0 +1,206 @@
+"""Backlog drain with 1 and 2 worker processes, and the stage-to-stage hop on an idle worker.
+
+Run from the repository root (needs PostgreSQL and Redis on 127.0.0.1)::
+
+    .venv/bin/python benchmarks/bench_workers.py [--clips 40]
+
+A scratch PostgreSQL database, a Redis namespace of its own and a local object folder are
+used; real ``dramatiq workers.entry`` processes do the work. Figures:
+
+- drain: 40 short clips (2 s, 320x180) are queued with no worker running, then workers start;
+  the time from the first stage starting to the last job ending, for 1 process and for 2
+  (one thread each, so the ratio shows what a second process adds on 2 cores);
+- overhead per video beyond the media work: the 1-process drain divided by the clip count,
+  minus the same media calls (probe, poster, candidates, storyboard) run bare on one clip;
+- hop: the gap between one stage finishing and the next starting, median over 20 jobs sent
+  one at a time to an idle worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import select
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.cli.app import open_pipeline, open_runtime  # noqa: E402
+from pipeline.db.migrate import upgrade  # noqa: E402
+from pipeline.db.models import Job, StageRun  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.states import JOB_TERMINAL  # noqa: E402
+from pipeline.submit import submit_file  # noqa: E402
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+CACHE = ROOT / "benchmarks" / ".cache"
+
+
+def make_clips(count: int) -> list[Path]:
+    from tests.mediagen import make_video
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for i in range(count):
+        path = CACHE / f"drain-{i:02d}.mp4"
+        if not path.exists():
+            make_video(path, duration=2.0, width=320, height=180)
+        clips.append(path)
+    return clips
+
+
+def scratch_env(tmp: Path) -> dict[str, str]:
+    name = f"vidpipe_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    env = {
+        "VIDPIPE_DATA_DIR": str(tmp),
+        "VIDPIPE_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+        "VIDPIPE_BROKER_URL": "redis://127.0.0.1:6379/7",
+        "VIDPIPE_BROKER_NAMESPACE": name,
+        "VIDPIPE_STORAGE_URL": (tmp / "objects").as_uri(),
+    }
+    upgrade(env["VIDPIPE_DATABASE_URL"])
+    return env
+
+
+def drop(env: dict[str, str]) -> None:
+    name = env["VIDPIPE_DATABASE_URL"].rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_workers(env: dict[str, str], processes: int, threads: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "workers.entry", "--processes", str(processes), "--threads", str(threads)],
+        env={**os.environ, "dramatiq_worker_timeout": "100", **env},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def drain(clips: list[Path], processes: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = scratch_env(Path(tmp))
+        try:
+            settings = Settings.from_env(env).with_secret()
+            with open_pipeline(settings, start_workers=False) as pipeline:
+
+                async def go() -> float:
+                    async with open_runtime(pipeline) as runtime:
+                        jobs = [(await submit_file(runtime, clip)).job_id for clip in clips]
+                        workers = start_workers(env, processes, 1)
+                        try:
+                            await _wait_all(runtime, jobs)
+                        finally:
+                            stop(workers)
+                        async with runtime.database.sessions() as session:
+                            rows = (await session.execute(select(StageRun.started_at, StageRun.finished_at))).all()
+                    return (max(r[1] for r in rows) - min(r[0] for r in rows)).total_seconds()
+
+                return asyncio.run(go())
+        finally:
+            drop(env)
+
+
+async def _wait_all(runtime, jobs: list[uuid.UUID]) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        async with runtime.database.sessions() as session:
+            statuses = list(await session.scalars(select(Job.status).where(Job.id.in_(jobs))))
+        if all(s in JOB_TERMINAL for s in statuses):
+            assert all(s == "succeeded" for s in statuses), statuses
+            return
+        await asyncio.sleep(0.1)
+
+
+def hops(clip: Path, count: int = 20) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = scratch_env(Path(tmp))
+        try:
+            settings = Settings.from_env(env).with_secret()
+            workers = start_workers(env, 1, 2)
+            time.sleep(2.0)
+            try:
+                with open_pipeline(settings, start_workers=False) as pipeline:
+
+                    async def go() -> list[float]:
+                        gaps: list[float] = []
+                        async with open_runtime(pipeline) as runtime:
+                            for _ in range(count):
+                                job_id = (await submit_file(runtime, clip)).job_id
+                                await _wait_all(runtime, [job_id])
+                                await asyncio.sleep(0.3)  # let the worker go idle again
+                                gaps.extend(await _gaps(runtime, job_id))
+                        return gaps
+
+                    return asyncio.run(go())
+            finally:
+                stop(workers)
+        finally:
+            drop(env)
+
+
+async def _gaps(runtime, job_id: uuid.UUID) -> list[float]:  # type: ignore[no-untyped-def]
+    async with runtime.database.sessions() as session:
+        runs = {r.stage: r for r in await session.scalars(select(StageRun).where(StageRun.job_id == job_id))}
+    ingest_done = runs["ingest"].finished_at
+    index_wait = max(runs["thumbnails"].finished_at, runs["subtitles"].finished_at)
+    return [
+        (runs["thumbnails"].started_at - ingest_done).total_seconds(),
+        (runs["subtitles"].started_at - ingest_done).total_seconds(),
+        (runs["index"].started_at - index_wait).total_seconds(),
+    ]
+
+
+def bare_media_seconds(clip: Path) -> float:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_pipeline import bare_media
+    from bench_storyboard import best_of
+
+    from pipeline.media.ffmpeg import find_ffmpeg
+
+    return best_of(3, lambda: bare_media(clip, find_ffmpeg(None)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clips", type=int, default=40)
+    args = parser.parse_args()
+    clips = make_clips(args.clips)
+
+    one = drain(clips, 1)
+    two = drain(clips, 2)
+    bare = bare_media_seconds(clips[0])
+    gaps = hops(clips[0])
+    print(f"backlog of {len(clips)} clips (2 s, 320x180), one thread per process")
+    print(f"  1 worker process:  {one:7.2f} s  ({one / len(clips) * 1000:6.0f} ms per video)")
+    print(f"  2 worker processes: {two:7.2f} s  ({two / len(clips) * 1000:6.0f} ms per video)")
+    print(f"  2 processes / 1 process speed-up: {one / two:5.2f}x (goal >= 1.8x)")
+    print(
+        f"  bare media work per clip: {bare * 1000:6.0f} ms; overhead per video beyond it: "
+        f"{(one / len(clips) - bare) * 1000:6.0f} ms"
+    )
+    print(
+        f"stage-to-stage hop on an idle worker, {len(gaps)} hops: median {statistics.median(gaps) * 1000:5.1f} ms, "
+        f"p90 {statistics.quantiles(gaps, n=10)[-1] * 1000:5.1f} ms (goal median < 60 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
