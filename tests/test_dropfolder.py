@@ -466,3 +466,47 @@ def test_vidpipe_ingest_scan_once_processes_the_drop_and_waits_for_its_job(tmp_p
         return str((await report(runtime, uuid.UUID(summary["jobs"][0])))["job"]["status"])
 
     assert run_scenario(Settings.from_env(env).with_secret(), job_status) == "succeeded"
+
+
+def test_a_drop_claimed_by_a_scanner_that_died_is_taken_over_after_the_lease(
+    setup: Setup, clock: Clock, clip: Path
+) -> None:
+    from pipeline.dropfolder.scanner import CLAIM_LEASE
+
+    setup.location.put_file("lecture.mp4", clip)
+
+    async def scenario(runtime: Runtime) -> tuple[ScanReport, ScanReport, list[Video]]:
+        await scan_once(runtime, clock)
+        async with runtime.database.sessions() as session:
+            (drop,) = await session.scalars(select(Drop))
+            drop.status, drop.claimed_at = DropStatus.PENDING, clock()
+            await session.commit()
+        clock.advance()
+        within_lease = await scan_once(runtime, clock)
+        clock.advance(CLAIM_LEASE.total_seconds() + 1)
+        return within_lease, await scan_once(runtime, clock), await videos(runtime)
+
+    within_lease, after_lease, made = run_scenario(setup.settings, scenario)
+
+    assert counts(within_lease) == {}
+    assert counts(after_lease) == {"submitted": 1}
+    assert len(made) == 1
+
+
+def test_content_whose_video_was_deleted_can_be_dropped_again(setup: Setup, clock: Clock, clip: Path) -> None:
+    async def scenario(runtime: Runtime) -> tuple[ScanReport, list[Video]]:
+        setup.location.put_file("lecture.mp4", clip)
+        clock.advance()
+        await scan_once(runtime, clock)
+        async with runtime.database.sessions() as session:
+            for video in await session.scalars(select(Video)):
+                await session.delete(video)
+            await session.commit()
+        setup.location.put_file("again.mp4", clip)
+        clock.advance()
+        return await scan_once(runtime, clock), await videos(runtime)
+
+    result, made = run_scenario(setup.settings, scenario)
+
+    assert counts(result) == {"new": 1, "submitted": 1}
+    assert [video.source_filename for video in made] == ["again.mp4"]

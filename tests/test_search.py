@@ -525,6 +525,7 @@ def test_hostile_queries_are_searched_as_plain_text(run: Callable[[Scenario[Any]
         ("  \t\n ", "search.empty_query"),
         ("x" * 501, "search.query_too_long"),
         ("고유값 " * 2000, "search.query_too_long"),
+        ("x" * 10_000, "search.query_too_long"),
     ],
 )
 def test_empty_and_overlong_queries_are_refused_with_a_code(
@@ -681,3 +682,126 @@ def test_open_search_picks_the_backend_the_url_names(tmp_path: Path) -> None:
         assert remote.names.alias == "vidpipe-videos"
     finally:
         asyncio.run(database.dispose())
+
+
+# --- OpenSearch only ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def opensearch(opensearch_url: str, opensearch_prefix: str) -> Callable[[Scenario[Any]], Any]:
+    """Run an async scenario against an OpenSearch backend with this test's own prefix."""
+
+    async def scenario_runner(scenario: Scenario[T]) -> T:
+        search = OpenSearchBackend(opensearch_url, index_prefix=opensearch_prefix)
+        try:
+            return await scenario(search)
+        finally:
+            await search.close()
+
+    return lambda scenario: asyncio.run(scenario_runner(scenario))
+
+
+def test_a_rebuild_swaps_the_alias_while_searches_keep_answering(
+    opensearch: Callable[[Scenario[Any]], Any],
+) -> None:
+    lectures = [video(f"Rebuild lecture {n}") for n in range(30)]
+
+    async def documents() -> Any:
+        for lecture in lectures:
+            await asyncio.sleep(0)
+            yield lecture, cues(*(f"고유값 문장 {n}" for n in range(200)))
+
+    async def scenario(search: SearchBackend) -> tuple[list[int], str, str, int]:
+        assert isinstance(search, OpenSearchBackend)
+        for lecture in lectures:
+            await search.index_video(lecture, cues("고유값"))
+        before = await _alias_target(search)
+        rebuild = asyncio.create_task(search.rebuild(documents()))
+        totals = []
+        while not rebuild.done():
+            totals.append((await search.search("고유값")).total)
+        report = await rebuild
+        totals.append((await search.search("고유값")).total)
+        return totals, before, await _alias_target(search), report.videos
+
+    totals, before, after, rebuilt = opensearch(scenario)
+    assert len(totals) > 2
+    assert set(totals) == {30}
+    assert before != after
+    assert rebuilt == 30
+
+
+async def _alias_target(search: OpenSearchBackend) -> str:
+    targets = await asyncio.to_thread(search._client.indices.get_alias, name=search.names.alias)
+    (name,) = targets
+    return str(name)
+
+
+def test_the_index_is_created_with_strict_mappings_behind_the_alias(
+    opensearch: Callable[[Scenario[Any]], Any],
+) -> None:
+    async def scenario(search: SearchBackend) -> dict[str, Any]:
+        assert isinstance(search, OpenSearchBackend)
+        await search.check()
+        name = await _alias_target(search)
+        mapping: dict[str, Any] = await asyncio.to_thread(search._client.indices.get_mapping, index=name)
+        return mapping[name]["mappings"]
+
+    mappings = opensearch(scenario)
+    assert mappings["dynamic"] == "strict"
+    assert mappings["properties"]["cues"]["type"] == "nested"
+    assert mappings["properties"]["suggest"]["type"] == "completion"
+
+
+def test_a_write_after_the_index_vanished_recreates_it_with_its_mappings(
+    opensearch: Callable[[Scenario[Any]], Any],
+) -> None:
+    lecture = video("Recreated")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        assert isinstance(search, OpenSearchBackend)
+        await search.check()
+        await asyncio.to_thread(search._client.indices.delete, index=search.names.pattern)
+        await search.index_video(lecture, cues("hello"))
+        assert (await _alias_target(search)).startswith(search.names.alias)
+        return await search.search("recreated")
+
+    assert ids(opensearch(scenario)) == [lecture.id]
+
+
+def test_a_latin_prefix_with_a_typo_still_suggests_the_title(opensearch: Callable[[Scenario[Any]], Any]) -> None:
+    linear = video("Linear Algebra")
+
+    async def scenario(search: SearchBackend) -> tuple[list[Any], list[Any]]:
+        await search.index_video(linear, [])
+        await search.index_video(video("Calculus"), [])
+        return await search.suggest("linaer"), await search.suggest("lnear alg")
+
+    typo, two_words = opensearch(scenario)
+    assert [s.video_id for s in typo] == [linear.id]
+    assert [s.video_id for s in two_words] == [linear.id]
+
+
+def test_description_words_suggest_the_title_after_title_matches(opensearch: Callable[[Scenario[Any]], Any]) -> None:
+    titled = video("Matrices, part 1")
+    described = video("Week 2", description="More about matrices (and determinants).")
+
+    async def scenario(search: SearchBackend) -> list[Any]:
+        await search.index_video(described, [])
+        await search.index_video(titled, [])
+        return await search.suggest("mat")
+
+    assert [s.video_id for s in opensearch(scenario)] == [titled.id, described.id]
+
+
+def test_an_opensearch_that_does_not_answer_makes_search_unavailable() -> None:
+    async def scenario() -> None:
+        search = OpenSearchBackend("http://127.0.0.1:1", index_prefix="nowhere", timeout=2)
+        try:
+            await search.search("anything")
+        finally:
+            await search.close()
+
+    with pytest.raises(SearchUnavailable) as caught:
+        asyncio.run(scenario())
+    assert caught.value.code == "search.unavailable"

@@ -2,7 +2,7 @@
 
 The ingest scanner records every file version it sees in the drop location, keyed by the
 object's key and fingerprint, so each is taken once even with several schedulers running.
-A partial unique index lets only one live drop hold a given SHA-256. Videos gain
+A partial unique index lets only one drop being taken hold a given SHA-256. Videos gain
 ``ingest_notes``: problems met while taking a video in, such as an unreadable sidecar.
 
 Revision ID: 0003
@@ -18,7 +18,7 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-_LIVE_CONTENT = "status IN ('pending', 'submitted') AND sha256 IS NOT NULL"
+_TAKING_CONTENT = "status = 'pending' AND sha256 IS NOT NULL"
 
 
 def upgrade() -> None:
@@ -47,12 +47,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_drops_key_status", "drops", ["key", "status"])
     op.create_index(
-        "ux_drops_live_sha256",
+        "ux_drops_pending_sha256",
         "drops",
         ["sha256"],
         unique=True,
-        sqlite_where=sa.text(_LIVE_CONTENT),
-        postgresql_where=sa.text(_LIVE_CONTENT),
+        sqlite_where=sa.text(_TAKING_CONTENT),
+        postgresql_where=sa.text(_TAKING_CONTENT),
     )
     # A plain ADD COLUMN: both SQLite and PostgreSQL add a nullable column in place.
     op.add_column("videos", sa.Column("ingest_notes", sa.JSON(), nullable=True))
@@ -61,6 +61,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("videos") as batch:
         batch.drop_column("ingest_notes")
-    op.drop_index("ux_drops_live_sha256", table_name="drops")
+    op.drop_index("ux_drops_pending_sha256", table_name="drops")
     op.drop_index("ix_drops_key_status", table_name="drops")
     op.drop_table("drops")

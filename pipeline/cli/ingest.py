@@ -30,7 +30,14 @@ def ingest() -> None:
 
 @ingest.command("scan")
 @click.option("--once", is_flag=True, help="Scan once and exit, instead of scanning every --interval seconds.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Pause between passes when scanning continuously.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per pass.")
 def scan(once: bool, interval: float, as_json: bool) -> None:
     """Turn new files in the drop location into videos and jobs."""

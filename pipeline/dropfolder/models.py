@@ -35,9 +35,10 @@ class DropStatus(enum.StrEnum):
 DROP_OPEN = frozenset({DropStatus.SETTLING, DropStatus.PENDING})
 DROP_FINISHED = frozenset({DropStatus.SUBMITTED, DropStatus.DUPLICATE, DropStatus.REJECTED})
 
-# Only one live drop may hold a given content: a second scanner that hashes the same bytes
-# at the same moment loses on this index and records a duplicate instead of a second video.
-_LIVE_CONTENT = text("status IN ('pending', 'submitted') AND sha256 IS NOT NULL")
+# Only one drop being taken may hold a given content: a second scanner that hashes the same
+# bytes at the same moment loses on this index and records a duplicate, not a second video.
+# Submitted drops are left out so that deleting a video lets its content be dropped again.
+_TAKING_CONTENT = text("status = 'pending' AND sha256 IS NOT NULL")
 
 
 class Drop(Base):
@@ -46,11 +47,11 @@ class Drop(Base):
         UniqueConstraint("key", "fingerprint", name="uq_drops_key_fingerprint"),
         Index("ix_drops_key_status", "key", "status"),
         Index(
-            "ux_drops_live_sha256",
+            "ux_drops_pending_sha256",
             "sha256",
             unique=True,
-            sqlite_where=_LIVE_CONTENT,
-            postgresql_where=_LIVE_CONTENT,
+            sqlite_where=_TAKING_CONTENT,
+            postgresql_where=_TAKING_CONTENT,
         ),
     )
 

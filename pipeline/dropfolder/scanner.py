@@ -284,8 +284,11 @@ class DropScanner:
             await self._take_fetched(drop, group, fetched, report)
 
     async def _take_fetched(self, drop: Drop, group: DropGroup, fetched: _Fetched, report: ScanReport) -> None:
-        original = await self._original(fetched.sha256, drop.id)
-        if original is None and not await self._hold_content(drop, fetched.sha256):
+        # Hold the content first, then look for an earlier taker: in this order two scanners
+        # hashing the same bytes cannot both miss each other (see ``ux_drops_pending_sha256``).
+        if await self._hold_content(drop, fetched.sha256):
+            original = await self._original(fetched.sha256, drop.id)
+        else:
             original = await self._original(fetched.sha256, drop.id) or _Original(None, "another drop")
         if original is not None:
             message = f"The same content (SHA-256 {fetched.sha256[:12]}…) was already taken as {original.label}."
@@ -354,7 +357,11 @@ class DropScanner:
         return _Fetched(path=path, size=size, sha256=digest.hexdigest())
 
     async def _original(self, sha256: str, drop_id: uuid.UUID) -> _Original | None:
-        """The video or live drop that already holds this content, if any."""
+        """The video, or the other drop, that already has this content, if any.
+
+        A drop whose video was deleted since does not count, so the same lecture can be
+        dropped again after its video was removed.
+        """
         async with self.runtime.database.sessions() as session:
             video_id = await session.scalar(
                 select(Video.id).where(Video.sha256 == sha256).order_by(Video.created_at).limit(1)
@@ -366,7 +373,10 @@ class DropScanner:
                 .where(
                     Drop.sha256 == sha256,
                     Drop.id != drop_id,
-                    Drop.status.in_([DropStatus.PENDING, DropStatus.SUBMITTED]),
+                    or_(
+                        Drop.status == DropStatus.PENDING,
+                        and_(Drop.status == DropStatus.SUBMITTED, Drop.video_id.is_not(None)),
+                    ),
                 )
                 .limit(1)
             )
@@ -376,7 +386,7 @@ class DropScanner:
         return _Original(other.video_id, label)
 
     async def _hold_content(self, drop: Drop, sha256: str) -> bool:
-        """Record the hash on the claimed drop; ``False`` when another live drop holds it already."""
+        """Record the hash on the claimed drop; ``False`` when another drop being taken holds it."""
         async with self.runtime.database.sessions() as session:
             await session.execute(
                 update(Drop).where(Drop.id == drop.id, Drop.status == DropStatus.PENDING).values(sha256=sha256)

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.db.models import Cue, SubtitleTrack, Video
+from pipeline.errors import NotFound
 from pipeline.search.base import CueDocument, VideoDocument
-from pipeline.stages.common import get_video
 
 
 async def load_documents(
@@ -30,7 +30,9 @@ async def load_documents(
     Raises:
         NotFound: the video no longer exists.
     """
-    video = await get_video(session, video_id)
+    video = await session.get(Video, video_id, populate_existing=True)
+    if video is None:
+        raise NotFound(f"Video {video_id} no longer exists.", code="video.not_found")
     rows = await session.execute(
         select(Cue, SubtitleTrack.language)
         .join(SubtitleTrack, SubtitleTrack.id == Cue.track_id)
