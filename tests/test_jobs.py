@@ -146,24 +146,23 @@ def test_a_stage_cannot_be_claimed_twice(database_settings: Settings) -> None:
     assert asyncio.run(claim_twice()) == [True, False]
 
 
-def test_a_storage_outage_is_retried_with_backoff_and_the_job_finishes(tmp_path: Path) -> None:
+def test_a_storage_outage_is_retried_with_backoff_and_the_job_finishes(backend: Backend, tmp_path: Path) -> None:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     make_bucket(endpoint, "outage")
-    env = {
-        **embedded_env(tmp_path),
-        "VIDPIPE_STORAGE_URL": "s3://outage/media",
-        "VIDPIPE_S3_ENDPOINT_URL": endpoint,
-        "VIDPIPE_S3_PATH_STYLE": "true",
-        "VIDPIPE_MAX_ATTEMPTS": "10",
-        "VIDPIPE_RETRY_BACKOFF_MS": "300",
-        "VIDPIPE_RETRY_BACKOFF_MAX_MS": "1500",
-    }
+    backend.configure(
+        VIDPIPE_STORAGE_URL="s3://outage/media",
+        VIDPIPE_S3_ENDPOINT_URL=endpoint,
+        VIDPIPE_S3_PATH_STYLE="true",
+        VIDPIPE_MAX_ATTEMPTS="10",
+        VIDPIPE_RETRY_BACKOFF_MS="300",
+        VIDPIPE_RETRY_BACKOFF_MAX_MS="1500",
+    )
     video = mediagen.make_video(tmp_path / "lecture.mp4", duration=1.0)
 
-    with open_pipeline(Settings.from_env(env).with_secret()) as pipeline:
+    with open_pipeline(backend.settings()) as pipeline:
 
         async def scenario(runtime: Runtime) -> dict[str, object]:
             from pipeline.submit import submit_file

@@ -281,3 +281,32 @@ def test_thumbnail_stages_wait_for_a_free_slot_on_the_host(backend: Backend, tmp
 
 
 __all__ = ["Pipeline", "Thumbnail"]
+
+
+@SERVICES_ONLY
+def test_a_worker_stopped_with_sigterm_finishes_its_running_stage_first(backend: Backend, tmp_path: Path) -> None:
+    backend.configure(VIDPIPE_FFMPEG=str(slow_ffmpeg(tmp_path, 1.5)))
+    video = mediagen.make_video(tmp_path / "lecture.mp4", duration=1.0)
+
+    with open_pipeline(backend.settings()) as pipeline:
+
+        async def scenario(runtime: Runtime) -> tuple[str | None, dict[str, object]]:
+            submitted = await submit_file(runtime, video)
+
+            async def thumbnails_running() -> bool:
+                return await stage_status(runtime, submitted.job_id, "thumbnails") == "running"
+
+            assert await until(thumbnails_running, 60)
+            assert backend.worker is not None
+            backend.worker.process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(backend.worker.process.wait, 120)
+            finished = await stage_status(runtime, submitted.job_id, "thumbnails")
+            backend.start_worker()
+            await wait_for_job(runtime, submitted.job_id, show=False, timeout=60)
+            return finished, await report(runtime, submitted.job_id)
+
+        during_shutdown, result = with_runtime(pipeline, scenario)
+
+    assert during_shutdown == "succeeded", "the stage running at SIGTERM must finish before the worker exits"
+    assert result["job"]["status"] == "succeeded"
+    assert [s["attempts"] for s in result["stages"]] == [1, 1, 1, 1]
