@@ -1,8 +1,9 @@
 """Fixtures shared by the suite: the backends every contract test runs on.
 
 ``backend`` is parametrised over the embedded default (SQLite, a local folder, the
-in-process broker) and the real services (PostgreSQL, the S3 server over HTTP, Redis with
-a separate ``dramatiq`` worker process). A test that uses it runs once on each.
+in-process broker, the database's search) and the real services (PostgreSQL, the S3 server
+over HTTP, Redis with a separate ``dramatiq`` worker process, an OpenSearch-compatible
+server). A test that uses it runs once on each.
 """
 
 from __future__ import annotations
@@ -154,6 +155,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     server: S3Server = request.getfixturevalue("s3_server")
     bucket = request.getfixturevalue("s3_bucket")
     env = services_env(tmp_path, database_url, redis_url, server.endpoint_url, bucket)
+    env["VIDPIPE_SEARCH_URL"] = request.getfixturevalue("opensearch_url")
+    env["VIDPIPE_SEARCH_INDEX_PREFIX"] = request.getfixturevalue("opensearch_prefix")
     backend = Backend("services", env, tmp_path / "data")
     backend.start_worker()
     try:
