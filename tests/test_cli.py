@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import mediagen
+
 
 def run(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -88,3 +90,22 @@ def test_the_demo_processes_a_lecture_and_finds_korean_and_english_words(tmp_pat
     assert "<mark>고유값</mark>" in result.stdout
     assert "<mark>eigenvector</mark>" in result.stdout
     assert list((tmp_path / "data" / "objects" / "videos").glob("*/storyboard/storyboard.vtt"))
+
+
+def test_search_init_reindex_and_suggest_work_on_the_embedded_default(tmp_path: Path) -> None:
+    video = tmp_path / "algebra.mp4"
+    mediagen.make_video(video, duration=1.0)
+    subs = tmp_path / "algebra.ko.vtt"
+    subs.write_text("WEBVTT\n\n00:00.000 --> 00:00.900\n고유값과 고유벡터\n", encoding="utf-8")
+    processed = run(tmp_path, "process", str(video), "--subtitles", str(subs), "--title", "Linear Algebra 고유값")
+    assert processed.returncode == 0, processed.stderr
+
+    assert run(tmp_path, "search", "init").returncode == 0
+    reindexed = run(tmp_path, "search", "reindex", "--all")
+    assert reindexed.returncode == 0, reindexed.stderr
+    found = json.loads(run(tmp_path, "search", "고유벡터", "--json").stdout)
+    assert found["total"] == 1 and found["hits"][0]["cues"][0]["start"] == 0.0
+
+    suggested = run(tmp_path, "search", "suggest", "Lin", "--json")
+    assert suggested.returncode == 0, suggested.stderr
+    assert [s["text"] for s in json.loads(suggested.stdout)["suggestions"]] == ["Linear Algebra 고유값"]
