@@ -24,8 +24,9 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 
 from pipeline.db.models import Job, StageRun, utcnow
-from pipeline.jobs import move_stage, queue_ready_stages
+from pipeline.jobs import queue_ready_stages
 from pipeline.runtime import Runtime
+from pipeline.stages.runner import fail_stage, requeue_running
 from pipeline.states import JobStatus, Stage, StageStatus
 
 logger = logging.getLogger(__name__)
@@ -80,31 +81,18 @@ async def _requeue_stale(runtime: Runtime, report: ReconcileReport) -> None:
             await _fail_lost(runtime, job_id, stage, attempts)
             report.failed_lost.append((job_id, stage_name))
             continue
-        async with runtime.database.sessions() as session:
-            moved = await move_stage(
-                session,
-                job_id,
-                stage,
-                StageStatus.QUEUED,
-                only_from=[StageStatus.RUNNING],
-                error_code="worker.lost",
-                error_message="The worker running this stage stopped answering.",
-            )
-            await session.commit()
-        if moved:
+        message = "The worker running this stage stopped answering."
+        if await requeue_running(runtime, job_id, stage, "worker.lost", message):
             logger.warning(
                 "Stage %s of job %s has had no heartbeat since %s: its worker is taken as lost, so it is re-queued.",
                 stage,
                 job_id,
                 heartbeat_at,
             )
-            runtime.dispatcher.send(job_id, stage)
             report.requeued_stale.append((job_id, stage_name))
 
 
 async def _fail_lost(runtime: Runtime, job_id: uuid.UUID, stage: Stage, attempts: int) -> None:
-    from pipeline.stages.runner import fail_stage
-
     message = f"The worker running this stage was lost {attempts} times; giving up."
     logger.warning("Stage %s of job %s lost its worker %d times and fails.", stage, job_id, attempts)
     await fail_stage(runtime, job_id, stage, "worker.lost", message)

@@ -282,6 +282,17 @@ async def _retry_or_fail(runtime: Runtime, context: StageContext, code: str, mes
         settings.max_attempts,
         delay,
     )
+    await requeue_running(runtime, job_id, stage, code, message, delay_ms=delay)
+
+
+async def requeue_running(
+    runtime: Runtime, job_id: uuid.UUID, stage: Stage, code: str, message: str, *, delay_ms: int = 0
+) -> bool:
+    """Put a running stage back to ``queued`` with the reason, and send its message after ``delay_ms``.
+
+    Returns:
+        Whether this call moved it; another writer may have finished or re-queued it first.
+    """
     async with runtime.database.sessions() as session:
         moved = await move_stage(
             session,
@@ -291,11 +302,12 @@ async def _retry_or_fail(runtime: Runtime, context: StageContext, code: str, mes
             only_from=[StageStatus.RUNNING],
             error_code=code,
             error_message=message,
-            next_attempt_at=utcnow() + timedelta(milliseconds=delay),
+            next_attempt_at=utcnow() + timedelta(milliseconds=delay_ms) if delay_ms else None,
         )
         await session.commit()
     if moved:
-        runtime.dispatcher.send(job_id, stage, delay_ms=delay)
+        runtime.dispatcher.send(job_id, stage, delay_ms=delay_ms)
+    return moved
 
 
 def _unexpected_message(exc: BaseException) -> str:
