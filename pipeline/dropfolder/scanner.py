@@ -513,11 +513,15 @@ class DropScanner:
     async def _move(self, key: str, target: str, local: Path | None) -> None:
         # TODO(ingest-copy): the Storage interface has no copy, so a move is a put and a delete;
         # on S3 that transfers the bytes again where CopyObject would not.
-        if local is not None:
-            await self.drops.put_file(target, local)
-        else:
-            async with self.drops.local_path(key) as path:
-                await self.drops.put_file(target, path)
+        try:
+            if local is not None:
+                await self.drops.put_file(target, local)
+            else:
+                async with self.drops.local_path(key) as path:
+                    await self.drops.put_file(target, path)
+        except FileNotFoundError:
+            # In a local drop folder another scanner can move the file between our look and our read.
+            raise ObjectMissing(f"Drop object {key} disappeared while being filed.", code="storage.not_found") from None
         await self.drops.delete(key)
 
 
