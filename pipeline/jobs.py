@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -200,10 +199,6 @@ def stage_duration(run: StageRun) -> float | None:
 def backoff_ms(attempt: int, base_ms: int, max_ms: int) -> int:
     """Exponential backoff: ``base_ms`` after the first attempt, doubling, capped at ``max_ms``."""
     return int(min(max_ms, base_ms * 2 ** max(0, attempt - 1)))
-
-
-def as_utc(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> bool:

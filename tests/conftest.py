@@ -9,6 +9,7 @@ server). A test that uses it runs once on each.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -100,6 +101,10 @@ class Backend:
 
     def process_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}
+
+    def vidpipe(self, *args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the ``vidpipe`` command against this backend."""
+        return services.run_vidpipe(self.env, *args, timeout=timeout, cwd=cwd)
 
     def configure(self, **extra: str) -> None:
         """Change settings for the rest of the test; a worker process is restarted with them."""

@@ -118,6 +118,21 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")
 
 
+def run_vidpipe(
+    env: Mapping[str, str], *args: str, timeout: float = 180, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The ``vidpipe`` command in a child process, as a person runs it, with ``env`` added."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli.main", *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests import mediagen
+from tests.services import run_vidpipe
 
 
-def run(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", *args],
-        env={**os.environ, "VIDPIPE_DATA_DIR": str(tmp_path / "data")},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_vidpipe({"VIDPIPE_DATA_DIR": str(tmp_path / "data")}, *args, timeout=300)
 
 
 def test_subtitles_check_prints_format_encoding_cues_and_warnings_as_json(tmp_path: Path) -> None:

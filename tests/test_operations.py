@@ -14,15 +14,8 @@ from tests import mediagen
 from tests.conftest import SERVICES_ONLY, Backend
 
 
-def vidpipe(backend: Backend, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", *args],
-        env=backend.process_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def vidpipe(backend: Backend, *args: str) -> subprocess.CompletedProcess[str]:
+    return backend.vidpipe(*args)
 
 
 def jobs_json(backend: Backend) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +36,8 @@ Eigenvalues and eigenvectors.
 """
 
 
-def vidpipe(
-    backend: Backend, *args: str, timeout: float = 180, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", *args],
-        env=backend.process_env(),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def vidpipe(backend: Backend, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return backend.vidpipe(*args, cwd=cwd)
 
 
 def process_json(backend: Backend, *args: str, cwd: Path | None = None) -> tuple[int, dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 
 from rich.console import Console
@@ -45,7 +44,3 @@ async def wait_for_job(runtime: Runtime, job_id: uuid.UUID, *, show: bool, timeo
             if deadline is not None and loop.time() > deadline:
                 return job
             await asyncio.sleep(_POLL_SECONDS)
-
-
-def print_line(text: str) -> None:
-    print(text, file=sys.stderr)

@@ -190,8 +190,8 @@ class DatabaseSearch:
         plan = _SearchPlan(self._match, terms, filters)
         with _unavailable("search"):
             async with self._database.engine.connect() as connection:
-                total = (await connection.execute(plan.count())).scalar_one()
                 videos = (await connection.execute(plan.page(page, per_page))).all()
+                total = await self._total(connection, plan, videos, page)
                 cues = await self._best_cues(connection, plan, [row.video_id for row in videos], cues_per_video)
         hits = [
             SearchHit(
@@ -245,6 +245,14 @@ class DatabaseSearch:
         statement = dialect_insert(search_videos).values(values)
         changed = {name: statement.excluded[name] for name in values if name != "video_id"}
         return statement.on_conflict_do_update(index_elements=["video_id"], set_=changed)
+
+    async def _total(self, connection: AsyncConnection, plan: _SearchPlan, videos: Sequence[Any], page: int) -> int:
+        """The page carries the total in every row; only a page past the end needs its own count."""
+        if videos:
+            return int(videos[0].total)
+        if page == 1:
+            return 0
+        return int((await connection.execute(plan.count())).scalar_one())
 
     async def _best_cues(
         self, connection: AsyncConnection, plan: _SearchPlan, video_ids: list[uuid.UUID], per_video: int
