@@ -17,7 +17,7 @@ def include_object(obj: object, name: str | None, kind: str, reflected: bool, co
     """Keep autogenerate away from what revisions manage by hand: FTS5 tables and generated columns."""
     if kind == "table" and name and ("_fts" in name):
         return False
-    return not (kind == "column" and name == "text_vector")
+    return not (kind == "column" and name in ("text_vector", "text_folded"))
 
 
 def run_offline() -> None:

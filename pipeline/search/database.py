@@ -9,10 +9,13 @@ substring, in the video's title or description or in one of its cues (see
 :mod:`pipeline.search.query`). What differs is the index that finds the candidates:
 
 * SQLite: FTS5 tables with the trigram tokenizer, whose phrase queries are substring
-  matches; words under three characters fall back to ``LIKE`` over the cue table.
-* PostgreSQL: pg_trgm GIN indexes serve ``ILIKE '%word%'`` for words of three characters or
-  more; an English ``tsvector`` index also matches other forms of a word (``running`` finds
-  ``runs``) and marks a cue where the word stands as a whole word.
+  matches; words under three characters fall back to ``LIKE`` over the cue table. Its plan
+  groups every matching cue per video in one pass (see :class:`_GroupedPlan`), so on SQLite
+  all of a video's matching cues count towards ``s`` below, not only the first ten per word.
+* PostgreSQL: GIN indexes keyed by video id and then by trigram (over a stored lower-cased
+  copy of the text) serve ``ILIKE '%word%'`` within one video for words of three characters
+  or more; an English ``tsvector`` index also matches other forms of a word (``running``
+  finds ``runs``) and marks a cue where the word stands as a whole word.
 
 Ranking, per video (higher first, then by video id so pages never overlap):
 
@@ -20,6 +23,8 @@ Ranking, per video (higher first, then by video id so pages never overlap):
 * each matching cue is worth the share of query words it contains (plus half that again on
   PostgreSQL for each word matched as a whole English word); the cues' sum ``s`` adds
   ``2 * s / (s + 2)``, which grows with more and better cues but never outweighs the title.
+  Only the first ten cues containing each word count towards ``s``: past that the term is
+  nearly flat, and the cap is what keeps a common word from costing a scan of the library.
 
 Cues within a hit are ordered by the same per-cue worth, then by start time.
 """
@@ -58,6 +63,7 @@ from sqlalchemy import (
     select,
     table,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -98,6 +104,8 @@ _CUES_WEIGHT = 2.0
 _CUES_HALF_POINT = 2.0
 """The cue worth at which the cues contribute half of ``_CUES_WEIGHT``."""
 _WORD_BONUS = 0.5
+_CUES_PER_TERM = 10
+"""How many of a video's cues containing a term count towards its rank; see :class:`_SearchPlan`."""
 
 # The integer id exists for SQLite's FTS5 table, which needs a stable integer row id;
 # everything else addresses an indexed video by its video_id.
@@ -187,9 +195,14 @@ class DatabaseSearch:
         """
         terms = parse_query(query)
         check_page(page, per_page, cues_per_video)
-        plan = _SearchPlan(self._match, terms, filters)
+        plan_type = _GroupedPlan if self._database.dialect == "sqlite" else _SearchPlan
+        plan = plan_type(self._match, terms, filters)
         with _unavailable("search"):
             async with self._database.engine.connect() as connection:
+                if self._database.dialect == "postgresql":
+                    # The per-video probes add up to a plan cost past jit_above_cost, and
+                    # compiling it took longer than running it.
+                    await connection.execute(sql_text("SET LOCAL jit = off"))
                 videos = (await connection.execute(plan.page(page, per_page))).all()
                 total = await self._total(connection, plan, videos, page)
                 cues = await self._best_cues(connection, plan, [row.video_id for row in videos], cues_per_video)
@@ -297,7 +310,12 @@ class _SQLiteMatcher(_Matcher):
 
 class _PostgreSQLMatcher(_Matcher):
     def cue_match(self, term: Term) -> ColumnElement[bool]:
-        return or_(_contains(search_cues.c.text, term), self._word_match(term))
+        # text_folded is lower(text), stored and trigram-indexed with the video id (migration
+        # 0004). PostgreSQL's ILIKE on UTF-8 is lower(text) LIKE lower(pattern), so this matches
+        # exactly the same cues without lower-casing every candidate again.
+        folded: ColumnElement[Any] = literal_column("search_cues.text_folded")
+        pattern = func.lower(literal(like_pattern(term.needle), Text))
+        return or_(folded.like(pattern, escape=LIKE_ESCAPE), self._word_match(term))
 
     def video_match(self, field: str, term: Term) -> ColumnElement[bool]:
         return _contains(search_videos.c[field], term)
@@ -314,25 +332,33 @@ class _PostgreSQLMatcher(_Matcher):
 
 
 class _SearchPlan:
-    """The statements of one search: which videos match, how they rank, which cues they show."""
+    """The statements of one search: which videos match, how they rank, which cues they show.
+
+    Each video is probed once per term for at most :data:`_CUES_PER_TERM` matching cues, by an
+    index on the video's own cues, so a word that fills half the library costs a few rows per
+    video rather than a scan and a grouping of every matching cue. A cue's worth is a share per
+    term it contains (plus the word bonus), so the sum over a video's cues is the sum over terms
+    of what each term's cues are worth; only that per-term count is capped.
+    """
 
     def __init__(self, match: _Matcher, terms: list[Term], filters: SearchFilters) -> None:
         self.terms = terms
         self._match = match
         self._filters = filters
         self._share = literal(1.0 / len(terms), Float)
-        self._per_video = self._group_by_video(self._cue_matches(None).subquery("matching_cues"))
 
     def count(self) -> Select[Any]:
-        return select(func.count()).select_from(self._videos_from()).where(*self._video_conditions())
+        candidates = self._candidates()
+        return select(func.count()).select_from(candidates).where(self._every_term(candidates))
 
     def page(self, page: int, per_page: int) -> Select[Any]:
-        score = self._score().label("score")
+        """One page of videos, best first, each row carrying the exact total as ``total``."""
+        candidates = self._candidates()
+        score = self._score(candidates).label("score")
         return (
-            select(search_videos.c.video_id, search_videos.c.title, score)
-            .select_from(self._videos_from())
-            .where(*self._video_conditions())
-            .order_by(score.desc(), search_videos.c.video_id)
+            select(candidates.c.video_id, candidates.c.title, score, func.count().over().label("total"))
+            .where(self._every_term(candidates))
+            .order_by(score.desc(), candidates.c.video_id)
             .limit(per_page)
             .offset((page - 1) * per_page)
         )
@@ -350,47 +376,61 @@ class _SearchPlan:
             .order_by(ranked.c.video_id, ranked.c.place)
         )
 
-    def _cue_matches(self, video_ids: list[uuid.UUID] | None) -> Select[Any]:
-        """Every cue that contains at least one term, with a flag per term and its worth."""
+    def _candidates(self) -> Any:
+        """The filtered videos, with per term a title flag, a description flag and the capped cue worth."""
+        columns: list[ColumnElement[Any]] = [search_videos.c.video_id, search_videos.c.title]
+        for i, term in enumerate(self.terms):
+            columns.append(case((self._match.video_match("title", term), 1), else_=0).label(f"title_{i}"))
+            columns.append(case((self._match.video_match("description", term), 1), else_=0).label(f"description_{i}"))
+            columns.append(self._cue_worth(term).label(f"cues_{i}"))
+        # The OFFSET keeps both databases from merging this subquery into the outer one, which
+        # would run the per-video cue probes twice: once to filter and once to score.
+        return select(*columns).where(*self._video_filters()).offset(0).subquery("candidates")
+
+    def _cue_worth(self, term: Term) -> ColumnElement[Any]:
+        """What the video's first few cues containing ``term`` are worth; zero when none does."""
+        worth: ColumnElement[Any] = literal_column("1.0")
+        if (bonus := self._match.cue_word_bonus(term)) is not None:
+            worth = worth + bonus * _WORD_BONUS
+        capped = (
+            select(worth.label("worth"))
+            .where(search_cues.c.video_id == search_videos.c.video_id, self._match.cue_match(term))
+            .where(*self._cue_language(search_videos.c.language))
+            .limit(_CUES_PER_TERM)
+            .correlate(search_videos)
+            .subquery("capped")
+        )
+        found = select(func.sum(capped.c.worth)).scalar_subquery()
+        return func.coalesce(found, literal_column("0.0"))
+
+    def _cue_matches(self, video_ids: list[uuid.UUID]) -> Select[Any]:
+        """The matching cues of ``video_ids``, with their worth."""
         predicates = [self._match.cue_match(term) for term in self.terms]
-        flags = [case((predicate, 1), else_=0) for predicate in predicates]
-        worth = _sum(flags) * self._share
+        worth = _sum([case((predicate, 1), else_=0) for predicate in predicates]) * self._share
         bonuses = [bonus for term in self.terms if (bonus := self._match.cue_word_bonus(term)) is not None]
         if bonuses:
             worth = worth + _sum(bonuses) * self._share * _WORD_BONUS
-        conditions = [or_(*predicates), *self._cue_language()]
-        if video_ids is not None:
-            conditions.append(search_cues.c.video_id.in_(video_ids))
-        labelled = [flag.label(f"has_{i}") for i, flag in enumerate(flags)]
-        return select(*search_cues.c, *labelled, worth.label("worth")).where(*conditions)
+        video_language = select(search_videos.c.language).where(search_videos.c.video_id == search_cues.c.video_id)
+        conditions = [
+            or_(*predicates),
+            search_cues.c.video_id.in_(video_ids),
+            *self._cue_language(video_language.scalar_subquery()),
+        ]
+        return select(*search_cues.c, worth.label("worth")).where(*conditions)
 
-    def _group_by_video(self, cues: Any) -> Any:
-        """Per video: whether any cue has each term, and the summed worth of its cues."""
-        found = [func.max(cues.c[f"has_{i}"]).label(f"has_{i}") for i in range(len(self.terms))]
-        worth = func.sum(cues.c.worth).label("worth")
-        return select(cues.c.video_id, *found, worth).group_by(cues.c.video_id).subquery("per_video")
-
-    def _cue_language(self) -> list[ColumnElement[bool]]:
+    def _cue_language(self, video_language: ColumnElement[Any]) -> list[ColumnElement[bool]]:
         """With a language filter, a cue counts if its track or its video is in that language."""
         language = self._filters.language
         if language is None:
             return []
-        videos_in_language = select(search_videos.c.video_id).where(search_videos.c.language == language)
-        return [or_(search_cues.c.language == language, search_cues.c.video_id.in_(videos_in_language))]
+        return [or_(search_cues.c.language == language, video_language == language)]
 
-    def _videos_from(self) -> Any:
-        return search_videos.outerjoin(self._per_video, self._per_video.c.video_id == search_videos.c.video_id)
-
-    def _video_conditions(self) -> list[ColumnElement[bool]]:
-        every_term = [
-            or_(
-                self._match.video_match("title", term),
-                self._match.video_match("description", term),
-                self._per_video.c[f"has_{i}"] == 1,
-            )
-            for i, term in enumerate(self.terms)
+    def _every_term(self, candidates: Any) -> ColumnElement[bool]:
+        found = [
+            or_(candidates.c[f"title_{i}"] == 1, candidates.c[f"description_{i}"] == 1, candidates.c[f"cues_{i}"] > 0)
+            for i in range(len(self.terms))
         ]
-        return [*self._video_filters(), and_(*every_term)]
+        return and_(*found)
 
     def _video_filters(self) -> list[ColumnElement[bool]]:
         filters = self._filters
@@ -411,10 +451,78 @@ class _SearchPlan:
             )
         return conditions
 
-    def _score(self) -> ColumnElement[Any]:
+    def _score(self, candidates: Any) -> ColumnElement[Any]:
+        count = range(len(self.terms))
+        title = _sum([candidates.c[f"title_{i}"] for i in count])
+        description = _sum([candidates.c[f"description_{i}"] for i in count])
+        cues = _sum([candidates.c[f"cues_{i}"] for i in count]) * self._share
+        return (
+            title * self._share * _TITLE_WEIGHT
+            + description * self._share * _DESCRIPTION_WEIGHT
+            + cues * _CUES_WEIGHT / (cues + _CUES_HALF_POINT)
+        )
+
+
+class _GroupedPlan(_SearchPlan):
+    """SQLite's plan: one pass over the matching cues of the library, grouped per video.
+
+    SQLite cannot use an index for "this video's cues containing the word" (its FTS5 table is
+    keyed by cue, not by video), so the per-video probes of :class:`_SearchPlan` would run the
+    full-text lookup once per video; a single grouped pass over the FTS matches is faster there.
+    """
+
+    def count(self) -> Select[Any]:
+        per_video = self._per_video()
+        return select(func.count()).select_from(self._joined(per_video)).where(*self._conditions(per_video))
+
+    def page(self, page: int, per_page: int) -> Select[Any]:
+        per_video = self._per_video()
+        score = self._grouped_score(per_video).label("score")
+        return (
+            select(search_videos.c.video_id, search_videos.c.title, score, func.count().over().label("total"))
+            .select_from(self._joined(per_video))
+            .where(*self._conditions(per_video))
+            .order_by(score.desc(), search_videos.c.video_id)
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+
+    def _per_video(self) -> Any:
+        """Per video: whether any cue has each term, and the summed worth of its matching cues."""
+        predicates = [self._match.cue_match(term) for term in self.terms]
+        flags = [case((predicate, 1), else_=0).label(f"has_{i}") for i, predicate in enumerate(predicates)]
+        worth = _sum([case((predicate, 1), else_=0) for predicate in predicates]) * self._share
+        video_language = select(search_videos.c.language).where(search_videos.c.video_id == search_cues.c.video_id)
+        cues = (
+            select(search_cues.c.video_id, *flags, worth.label("worth"))
+            .where(or_(*predicates), *self._cue_language(video_language.scalar_subquery()))
+            .subquery("matching_cues")
+        )
+        found = [func.max(cues.c[f"has_{i}"]).label(f"has_{i}") for i in range(len(self.terms))]
+        return (
+            select(cues.c.video_id, *found, func.sum(cues.c.worth).label("worth"))
+            .group_by(cues.c.video_id)
+            .subquery("per_video")
+        )
+
+    def _joined(self, per_video: Any) -> Any:
+        return search_videos.outerjoin(per_video, per_video.c.video_id == search_videos.c.video_id)
+
+    def _conditions(self, per_video: Any) -> list[ColumnElement[bool]]:
+        every_term = [
+            or_(
+                self._match.video_match("title", term),
+                self._match.video_match("description", term),
+                per_video.c[f"has_{i}"] == 1,
+            )
+            for i, term in enumerate(self.terms)
+        ]
+        return [*self._video_filters(), and_(*every_term)]
+
+    def _grouped_score(self, per_video: Any) -> ColumnElement[Any]:
         title = _sum([case((self._match.video_match("title", term), 1), else_=0) for term in self.terms])
         description = _sum([case((self._match.video_match("description", term), 1), else_=0) for term in self.terms])
-        cues = func.coalesce(self._per_video.c.worth, literal_column("0.0"))
+        cues = func.coalesce(per_video.c.worth, literal_column("0.0"))
         return (
             title * self._share * _TITLE_WEIGHT
             + description * self._share * _DESCRIPTION_WEIGHT
