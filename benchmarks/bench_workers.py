@@ -75,6 +75,12 @@ def scratch_env(tmp: Path) -> dict[str, str]:
 
 
 def drop(env: dict[str, str]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(env["VIDPIPE_BROKER_URL"])
+    keys = list(client.scan_iter(f"{env['VIDPIPE_BROKER_NAMESPACE']}:*"))
+    if keys:
+        client.delete(*keys)
     name = env["VIDPIPE_DATABASE_URL"].rsplit("/", 1)[1]
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

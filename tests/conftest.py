@@ -171,6 +171,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
             backend.worker.stop()
             if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
                 sys.stderr.write(f"--- worker log ---\n{backend.worker.output()[-5000:]}\n")
+        services.delete_redis_namespace(env["VIDPIPE_BROKER_NAMESPACE"])
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

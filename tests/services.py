@@ -54,6 +54,16 @@ def redis_available() -> str | None:
     return None
 
 
+def delete_redis_namespace(namespace: str) -> None:
+    """Remove a test's broker keys, so the shared Redis database does not fill up run after run."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{namespace}:*", count=500))
+    if keys:
+        client.delete(*keys)
+
+
 def pg_url(database: str, *, driver: str = "postgresql+psycopg") -> str:
     base = PG_ADMIN_URL.rsplit("/", 1)[0].split("://", 1)[1]
     return f"{driver}://{base}/{database}"
