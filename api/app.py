@@ -1,19 +1,37 @@
-"""The application factory: a Litestar app built from settings, with its services on ``app.state``."""
+"""The application factory: a Litestar app built from settings, with its services on ``app.state``.
+
+Routes live under ``/api/v1`` on two routers. The guarded router puts every handler behind
+the bearer access guard; a handler is public only by being mounted on the public router
+(register, login, refresh, the OpenAPI document). Health checks stay at ``/health``.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request, Router, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
+from api.auth.guard import SECURITY, require_access_token
+from api.auth.ratelimit import RateLimiter
+from api.auth.routes import PublicAuthController, SessionController, UsersController, provide_session
+from api.errors import exception_handlers
 from api.health import HealthController
 from pipeline.dispatch import Dispatcher
 from pipeline.runtime import Runtime, prepare_database
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+AUTH_ATTEMPTS_PER_MINUTE = 10
 
 
 def create_app(settings: Settings, dispatcher: Dispatcher) -> Litestar:
@@ -30,4 +48,44 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> Litestar:
         finally:
             await runtime.close()
 
-    return Litestar(route_handlers=[HealthController], lifespan=[lifespan], debug=False)
+    return Litestar(
+        route_handlers=[HealthController, _public_router(), _guarded_router()],
+        lifespan=[lifespan],
+        dependencies={"db": Provide(provide_session)},
+        exception_handlers=exception_handlers(),
+        openapi_config=_openapi_config(),
+        state=State({"auth_limiter": RateLimiter(AUTH_ATTEMPTS_PER_MINUTE, 60.0)}),
+        debug=False,
+    )
+
+
+@get("/openapi.json", include_in_schema=False, sync_to_thread=False)
+def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document, at the address clients expect beside the versioned routes."""
+    return request.app.openapi_schema.to_schema()
+
+
+def _public_router() -> Router:
+    return Router(path=API_PREFIX, route_handlers=[PublicAuthController, openapi_document])
+
+
+def _guarded_router() -> Router:
+    return Router(
+        path=API_PREFIX,
+        route_handlers=[SessionController, UsersController],
+        guards=[require_access_token],
+        security=SECURITY,
+    )
+
+
+def _openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="vidpipe",
+        version="1",
+        description="Upload lecture videos and follow their processing; all routes but a few need a bearer token.",
+        path=f"{API_PREFIX}/docs",
+        render_plugins=[ScalarRenderPlugin(path="/")],
+        components=Components(
+            security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+        ),
+    )

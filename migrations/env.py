@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+import pipeline.accounts  # declares the refresh token and login event tables on the same metadata
 import pipeline.dropfolder.models  # declares the drops table on the same metadata
 import pipeline.search.database  # noqa: F401  (declares the search tables on the same metadata)
 from pipeline.db.models import Base

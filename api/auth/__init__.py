@@ -1,0 +1,1 @@
+"""Accounts and tokens: registration, login, refresh rotation, logout and the access guard."""
