@@ -24,6 +24,8 @@ from api.auth.ratelimit import RateLimiter
 from api.auth.routes import PublicAuthController, SessionController, UsersController, provide_session
 from api.errors import exception_handlers
 from api.health import HealthController
+from api.jobs import JobsController
+from api.search import SearchController
 from pipeline.dispatch import Dispatcher
 from pipeline.runtime import Runtime, prepare_database
 from pipeline.settings import Settings
@@ -72,7 +74,7 @@ def _public_router() -> Router:
 def _guarded_router() -> Router:
     return Router(
         path=API_PREFIX,
-        route_handlers=[SessionController, UsersController],
+        route_handlers=[SessionController, UsersController, JobsController, SearchController],
         guards=[require_access_token],
         security=SECURITY,
     )
