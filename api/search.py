@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.jobs import Viewer, viewer_of
 from pipeline.db.models import Video
 from pipeline.runtime import Runtime
-from pipeline.search.base import SearchFilters, SearchHit, SearchResult
+from pipeline.search.base import SearchFilters
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -32,18 +32,6 @@ async def _hidden_videos(db: AsyncSession, viewer: Viewer, video_ids: list[uuid.
         return set()
     rows = await db.execute(select(Video.id, Video.owner_id).where(Video.id.in_(video_ids)))
     return {video_id for video_id, owner_id in rows if owner_id is not None and owner_id != viewer.user_id}
-
-
-async def visible_result(db: AsyncSession, viewer: Viewer, result: SearchResult) -> SearchResult:
-    """``result`` without the hits on videos the viewer may not see."""
-    # TODO(visibility): SearchFilters can restrict to one owner but not to "this owner or no
-    # owner", so other accounts' hits are dropped here, after the query. A member's page can
-    # then hold fewer than per_page hits, and total is lowered only by the hits dropped from this page.
-    hidden = await _hidden_videos(db, viewer, [hit.video_id for hit in result.hits])
-    if not hidden:
-        return result
-    hits: list[SearchHit] = [hit for hit in result.hits if hit.video_id not in hidden]
-    return SearchResult(total=max(0, result.total - len(hidden)), hits=hits)
 
 
 class SearchController(Controller):
@@ -65,8 +53,10 @@ class SearchController(Controller):
         """Videos whose cues match every word of ``q``, best first, with highlighted cues."""
         viewer = await viewer_of(request, db)
         runtime: Runtime = request.app.state.runtime
-        result = await runtime.search.search(q, filters=SearchFilters(language=language), page=page, per_page=per_page)
-        return (await visible_result(db, viewer, result)).to_json()
+        visible_to = None if viewer.is_admin else viewer.user_id
+        filters = SearchFilters(language=language, visible_to=visible_to)
+        result = await runtime.search.search(q, filters=filters, page=page, per_page=per_page)
+        return result.to_json()
 
     @get("/suggest")
     async def suggest(

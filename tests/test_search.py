@@ -380,6 +380,22 @@ def test_owner_filter_keeps_only_that_owners_videos(run: Callable[[Scenario[Any]
     assert ids(run(scenario)) == [mine.id]
 
 
+def test_visible_to_keeps_that_accounts_videos_and_unowned_ones(run: Callable[[Scenario[Any]], Any]) -> None:
+    owner = uuid.uuid4()
+    mine = video("Topology", owner_id=owner)
+    theirs = video("Topology", owner_id=uuid.uuid4())
+    nobodys = video("Topology", owner_id=None)
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        for lecture in (mine, theirs, nobodys):
+            await search.index_video(lecture, [])
+        return await search.search("topology", filters=SearchFilters(visible_to=owner))
+
+    result = run(scenario)
+    assert sorted(ids(result)) == sorted([mine.id, nobodys.id])
+    assert result.total == 2
+
+
 def test_duration_range_is_inclusive_and_excludes_unknown_durations(
     run: Callable[[Scenario[Any]], Any],
 ) -> None:

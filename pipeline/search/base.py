@@ -49,6 +49,8 @@ class SearchFilters:
     language: str | None = None
     """Matches the video's language or the language of one of its subtitle tracks."""
     owner_id: uuid.UUID | None = None
+    visible_to: uuid.UUID | None = None
+    """Only videos this account owns or that have no owner (what a member may see)."""
     min_duration: float | None = None
     max_duration: float | None = None
     statuses: tuple[str, ...] = ("ready",)

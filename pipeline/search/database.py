@@ -437,6 +437,9 @@ class _SearchPlan:
         conditions: list[ColumnElement[bool]] = [search_videos.c.status.in_(filters.statuses)]
         if filters.owner_id is not None:
             conditions.append(search_videos.c.owner_id == filters.owner_id)
+        if filters.visible_to is not None:
+            owner = search_videos.c.owner_id
+            conditions.append(or_(owner == filters.visible_to, owner.is_(None)))
         if filters.min_duration is not None:
             conditions.append(search_videos.c.duration >= filters.min_duration)
         if filters.max_duration is not None:

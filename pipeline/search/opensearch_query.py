@@ -108,6 +108,10 @@ def _video_filters(filters: SearchFilters) -> list[dict[str, Any]]:
     clauses: list[dict[str, Any]] = [{"terms": {"status": list(filters.statuses)}}]
     if filters.owner_id is not None:
         clauses.append({"term": {"owner_id": str(filters.owner_id)}})
+    if filters.visible_to is not None:
+        unowned = {"bool": {"must_not": [{"exists": {"field": "owner_id"}}]}}
+        mine = {"term": {"owner_id": str(filters.visible_to)}}
+        clauses.append({"bool": {"should": [mine, unowned], "minimum_should_match": 1}})
     bounds = {}
     if filters.min_duration is not None:
         bounds["gte"] = filters.min_duration
