@@ -65,7 +65,7 @@ class SearchController(Controller):
         """Titles that start with ``q`` or have a word starting with it, for type-ahead."""
         viewer = await viewer_of(request, db)
         runtime: Runtime = request.app.state.runtime
-        # TODO(visibility): suggestions are filtered after the backend's limit, like search hits,
+        # TODO(visibility): suggest() takes no filters, so suggestions are filtered after the backend's limit
         # so a member can get fewer than the limit while other accounts' titles exist.
         suggestions = await runtime.search.suggest(q, limit=MAX_SUGGESTIONS)
         hidden = await _hidden_videos(db, viewer, [s.video_id for s in suggestions])
