@@ -66,7 +66,7 @@ class SearchController(Controller):
         viewer = await viewer_of(request, db)
         runtime: Runtime = request.app.state.runtime
         # TODO(visibility): suggest() takes no filters, so suggestions are filtered after the backend's limit
-        # so a member can get fewer than the limit while other accounts' titles exist.
+        # and a member can get fewer than the limit while other accounts' titles exist.
         suggestions = await runtime.search.suggest(q, limit=MAX_SUGGESTIONS)
         hidden = await _hidden_videos(db, viewer, [s.video_id for s in suggestions])
         visible = [s for s in suggestions if s.video_id not in hidden]
