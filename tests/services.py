@@ -88,6 +88,14 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
 
+def _end_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the test process dies without its teardown."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class WorkerProcess:
     """A real ``dramatiq workers.entry`` process with the given environment."""
 
@@ -110,6 +118,7 @@ class WorkerProcess:
             stdout=self._handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_end_with_parent,
         )
 
     def stop(self) -> None:
