@@ -39,6 +39,7 @@ from pipeline.media.thumbnails import (
     extract_candidates,
     extract_poster,
 )
+from pipeline.subtitles.writer import format_timestamp
 
 CUES = 600
 
@@ -47,14 +48,13 @@ def write_subtitles(path: Path) -> Path:
     lines = ["WEBVTT", ""]
     for i in range(CUES):
         start, end = i * 0.1, i * 0.1 + 0.1
-        lines += [f"{_ts(start)} --> {_ts(end)}", f"Cue {i}: eigenvalues and eigenvectors, part {i % 7}.", ""]
+        lines += [
+            f"{format_timestamp(start)} --> {format_timestamp(end)}",
+            f"Cue {i}: eigenvalues and eigenvectors, part {i % 7}.",
+            "",
+        ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
-
-
-def _ts(seconds: float) -> str:
-    whole = int(seconds)
-    return f"00:{whole // 60:02d}:{whole % 60:02d}.{round((seconds - whole) * 1000):03d}"
 
 
 def pipeline_once(clip: Path, subtitles: Path) -> float:

@@ -13,7 +13,6 @@ from pipeline.cli.app import Pipeline, open_pipeline, open_runtime
 from pipeline.cli.progress import wait_for_job
 from pipeline.reports import full_job_report
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
 from pipeline.submit import submit_file
 
 T = TypeVar("T")
@@ -55,4 +54,4 @@ def drain(pipeline: Pipeline, settle: float = 0.5, timeout: float = 30) -> None:
     time.sleep(settle)
 
 
-__all__ = ["Settings", "drain", "open_pipeline", "process", "report", "with_runtime"]
+__all__ = ["drain", "open_pipeline", "process", "report", "with_runtime"]

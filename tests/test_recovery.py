@@ -15,9 +15,8 @@ from pathlib import Path
 import psycopg
 import redis
 
-from pipeline.cli.app import Pipeline
 from pipeline.cli.progress import wait_for_job
-from pipeline.db.models import StageRun, Thumbnail
+from pipeline.db.models import StageRun
 from pipeline.jobs import cancel_job
 from pipeline.reconciler import reconcile
 from pipeline.runtime import Runtime
@@ -278,9 +277,6 @@ def test_thumbnail_stages_wait_for_a_free_slot_on_the_host(backend: Backend, tmp
     )
     for (_, first_end), (second_start, _) in itertools.pairwise(spans):
         assert first_end <= second_start, "two thumbnail stages overlapped on one host"
-
-
-__all__ = ["Pipeline", "Thumbnail"]
 
 
 @SERVICES_ONLY

@@ -92,9 +92,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "search_cues",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False),
         sa.Column("video_id", sa.Uuid(), nullable=False),
         sa.Column("track_id", sa.Uuid(), nullable=False),
         sa.Column("language", sa.String(length=35), nullable=True),

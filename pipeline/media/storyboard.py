@@ -29,6 +29,7 @@ import ffmpeg as ffmpeg_cli
 
 from pipeline.errors import MediaError
 from pipeline.media.ffmpeg import media_arg, run_ffmpeg
+from pipeline.subtitles.writer import format_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -105,18 +106,10 @@ def storyboard_vtt(
         sheet, place = divmod(tile, columns * rows)
         row, column = divmod(place, columns)
         start, end = tile * interval, min((tile + 1) * interval, duration)
-        lines.append(f"{_timestamp(start)} --> {_timestamp(end)}")
+        lines.append(f"{format_timestamp(start)} --> {format_timestamp(end)}")
         lines.append(f"sprite-{sheet}.{fmt}#xywh={column * width},{row * height},{width},{height}")
         lines.append("")
     return "\n".join(lines)
-
-
-def _timestamp(seconds: float) -> str:
-    millis = round(seconds * 1000)
-    hours, rest = divmod(millis, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, millis = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}"
 
 
 async def build_storyboard(
