@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -24,8 +23,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.auth import service
-from api.auth.guard import claims_of
+from api.access import Viewer, viewer_of
 from pipeline.db.models import Job
 from pipeline.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from pipeline.jobs import cancel_job, load_job, retry_job
@@ -40,24 +38,6 @@ AnyRequest = Request[Any, Any, Any]
 MAX_WAIT_SECONDS = 30.0
 LONG_POLL_INTERVAL = 0.2
 EVENTS_POLL_INTERVAL = 0.25
-
-
-@dataclass(frozen=True)
-class Viewer:
-    """Who is asking, as far as visibility rules care."""
-
-    user_id: uuid.UUID
-    is_admin: bool
-
-    def may_see(self, owner_id: uuid.UUID | None) -> bool:
-        """Whether a video owned by ``owner_id`` is this caller's (admins own everything)."""
-        return self.is_admin or owner_id == self.user_id
-
-
-async def viewer_of(request: AnyRequest, db: AsyncSession) -> Viewer:
-    """The caller of a guarded request, with the role read fresh from the database."""
-    user = await service.get_user(db, claims_of(request).user_id)
-    return Viewer(user_id=user.id, is_admin=user.role == "admin")
 
 
 class RetryRequest(msgspec.Struct, forbid_unknown_fields=True):

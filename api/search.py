@@ -16,7 +16,7 @@ from litestar.params import FromQuery
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.jobs import Viewer, viewer_of
+from api.access import Viewer, viewer_of
 from pipeline.db.models import Video
 from pipeline.runtime import Runtime
 from pipeline.search.base import SearchFilters

@@ -9,7 +9,8 @@ used; real ``dramatiq workers.entry`` processes do the work. Figures:
 
 - drain: 40 short clips (2 s, 320x180) are queued with no worker running, then workers start;
   the time from the first stage starting to the last job ending, for 1 process and for 2
-  (one thread each, so the ratio shows what a second process adds on 2 cores);
+  (one thread each and ``VIDPIPE_FFMPEG_THREADS=1``, so the ratio shows what a second process
+  adds on 2 cores rather than how ffmpeg spreads one video over both);
 - overhead per video beyond the media work: the 1-process drain divided by the clip count,
   minus the same media calls (probe, poster, candidates, storyboard) run bare on one clip;
 - hop: the gap between one stage finishing and the next starting, median over 20 jobs sent
@@ -69,6 +70,7 @@ def scratch_env(tmp: Path) -> dict[str, str]:
         "VIDPIPE_BROKER_URL": "redis://127.0.0.1:6379/7",
         "VIDPIPE_BROKER_NAMESPACE": name,
         "VIDPIPE_STORAGE_URL": (tmp / "objects").as_uri(),
+        "VIDPIPE_FFMPEG_THREADS": "1",
     }
     upgrade(env["VIDPIPE_DATABASE_URL"])
     return env
@@ -178,8 +180,9 @@ def _bare_one(clip: str) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_pipeline import bare_media
 
-    from pipeline.media.ffmpeg import find_ffmpeg
+    from pipeline.media.ffmpeg import find_ffmpeg, set_thread_count
 
+    set_thread_count(1)  # as the workers run it
     bare_media(Path(clip), find_ffmpeg(None))
 
 
@@ -192,6 +195,27 @@ def bare_drain(clips: list[Path], processes: int) -> float:
         started = time.perf_counter()
         pool.map(_bare_one, [str(c) for c in clips], chunksize=1)
         return time.perf_counter() - started
+
+
+def _burn(_: int) -> int:
+    total = 0
+    for i in range(3_000_000):
+        total += i * i
+    return total
+
+
+def cpu_ceiling() -> float:
+    """What a second process adds to pure CPU work on this machine: the most any drain can gain."""
+    from multiprocessing import Pool
+
+    times = []
+    for processes in (1, 2):
+        with Pool(processes) as pool:
+            pool.map(_burn, range(processes))
+            started = time.perf_counter()
+            pool.map(_burn, range(16), chunksize=1)
+            times.append(time.perf_counter() - started)
+    return times[0] / times[1]
 
 
 def bare_media_seconds(clip: Path) -> float:
@@ -215,6 +239,7 @@ def main() -> None:
     bare_one = bare_drain(clips, 1)
     bare_two = bare_drain(clips, 2)
     bare = bare_media_seconds(clips[0])
+    ceiling = cpu_ceiling()
     gaps = hops(clips[0])
     print(f"backlog of {len(clips)} clips (2 s, 320x180), one thread per process")
     print(f"  1 worker process:  {one:7.2f} s  ({one / len(clips) * 1000:6.0f} ms per video)")
@@ -225,6 +250,7 @@ def main() -> None:
         f"= {bare_one / bare_two:5.2f}x"
     )
     print(f"  pipeline speed-up relative to the media work's own: {(one / two) / (bare_one / bare_two):5.2f}")
+    print(f"  ceiling, pure Python CPU work in 1 and 2 processes: {ceiling:5.2f}x")
     print(
         f"  bare media work per clip: {bare * 1000:6.0f} ms; overhead per video beyond it: "
         f"{(one / len(clips) - bare) * 1000:6.0f} ms"

@@ -23,7 +23,16 @@ def queue_name(stage: Stage) -> str:
     return f"vidpipe.{stage.value}"
 
 
+NOTIFICATIONS_QUEUE = "vidpipe.notifications"
+"""Emails and webhook deliveries: light, and never stuck behind media work."""
+NOTIFY_ACTOR = "vidpipe_notify"
+
+
 class Dispatcher(Protocol):
-    """Sends one ``(job_id, stage)`` message, optionally after a delay."""
+    """Sends stage messages ``(job_id, stage)`` and notification messages ``(kind, ref)``."""
 
     def send(self, job_id: uuid.UUID, stage: Stage, *, delay_ms: int = 0) -> None: ...
+
+    def notify(self, kind: str, ref: str, *, delay_ms: int = 0) -> None:
+        """Send a notification message; see :mod:`pipeline.notifications`."""
+        ...

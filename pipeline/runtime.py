@@ -10,7 +10,7 @@ from pipeline.db import Database, open_database
 from pipeline.db.engine import ensure_sqlite_folder
 from pipeline.db.migrate import upgrade
 from pipeline.dispatch import Dispatcher
-from pipeline.media.ffmpeg import find_ffmpeg
+from pipeline.media.ffmpeg import find_ffmpeg, set_thread_count
 from pipeline.search import open_search
 from pipeline.settings import Settings
 from pipeline.storage import open_storage
@@ -40,6 +40,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, dispatcher: Dispatcher) -> Runtime:
         database = open_database(settings)
+        set_thread_count(settings.ffmpeg_threads)
         return cls(
             settings=settings,
             database=database,

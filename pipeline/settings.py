@@ -26,6 +26,9 @@ _STORAGE_SCHEMES = ("file", "s3")
 _SEARCH_SCHEMES = ("database", "http", "https")
 _IMAGE_FORMATS = ("jpeg", "webp")
 _ENVIRONMENTS = ("development", "production")
+_LOG_FORMATS = ("text", "json")
+_MAIL_SCHEMES = ("smtp", "smtps")
+_MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class Settings:
     """Path-style addressing (``http://host/bucket/key``), which most S3-compatible stores need."""
     ffmpeg: str | None = None
     """An explicit ffmpeg binary; otherwise ``ffmpeg`` on PATH, then the one imageio-ffmpeg ships."""
+    ffmpeg_threads: int = 0
+    """Decoding and filter threads per ffmpeg run; 0 lets ffmpeg choose (one per core). Set 1 when a
+    host runs as many worker processes as it has cores, so the processes do not compete for them."""
     image_format: str = "jpeg"
     """Poster, candidate and storyboard images: ``jpeg`` or ``webp``."""
     max_attempts: int = 5
@@ -78,6 +84,31 @@ class Settings:
     ``$VIDPIPE_DATA_DIR/incoming``, which :meth:`from_env` fills in."""
     ingest_settle_seconds: float = 5.0
     """How long a dropped file must stay unchanged before the scanner takes it."""
+    public_url: str = "http://127.0.0.1:8000"
+    """Where clients reach the API: the base of links in emails and of local upload URLs."""
+    smtp_url: str | None = None
+    """``smtp://user:password@host:587`` (STARTTLS) or ``smtps://…:465``; without it, emails are
+    written to the log and to ``$VIDPIPE_DATA_DIR/outbox/`` as ``.eml`` files."""
+    mail_from: str = "vidpipe <no-reply@localhost>"
+    multipart_threshold_bytes: int = 64 * _MB
+    """Uploads larger than this are announced as multipart uploads."""
+    upload_part_bytes: int = 16 * _MB
+    """The part size of multipart uploads (S3 needs at least 5 MiB for all parts but the last)."""
+    upload_url_seconds: float = 3600.0
+    """How long presigned and signed upload URLs stay valid."""
+    max_upload_bytes: int = 20 * 1024 * _MB
+    """The largest single video accepted (413 past it)."""
+    quota_bytes: int = 50 * 1024 * _MB
+    """The total size of one member's videos."""
+    quota_videos: int = 500
+    """How many videos one member may have."""
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    """Hosts webhooks may reach even when they resolve to private, loopback or link-local
+    addresses; by default webhooks go to public addresses only."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the API; empty turns CORS off."""
+    log_format: str = "text"
+    """``text`` (readable) or ``json`` (one object per line)."""
 
     @property
     def is_embedded(self) -> bool:
@@ -115,6 +146,7 @@ class Settings:
             s3_region=get("S3_REGION"),
             s3_path_style=_flag("VIDPIPE_S3_PATH_STYLE", get("S3_PATH_STYLE", "false")),
             ffmpeg=get("FFMPEG"),
+            ffmpeg_threads=_integer("VIDPIPE_FFMPEG_THREADS", get("FFMPEG_THREADS", "0"), minimum=0),
             image_format=_choice("VIDPIPE_IMAGE_FORMAT", get("IMAGE_FORMAT", "jpeg"), _IMAGE_FORMATS),
             max_attempts=_integer("VIDPIPE_MAX_ATTEMPTS", get("MAX_ATTEMPTS", "5"), minimum=1),
             retry_backoff_ms=_integer("VIDPIPE_RETRY_BACKOFF_MS", get("RETRY_BACKOFF_MS", "1000"), minimum=0),
@@ -134,6 +166,21 @@ class Settings:
             ingest_settle_seconds=float(
                 _integer("VIDPIPE_INGEST_SETTLE_MS", get("INGEST_SETTLE_MS", "5000"), minimum=0) / 1000
             ),
+            public_url=(get("PUBLIC_URL", "http://127.0.0.1:8000") or "").rstrip("/"),
+            smtp_url=get("SMTP_URL"),
+            mail_from=get("MAIL_FROM", "vidpipe <no-reply@localhost>") or "",
+            multipart_threshold_bytes=_integer(
+                "VIDPIPE_MULTIPART_THRESHOLD_MB", get("MULTIPART_THRESHOLD_MB", "64"), minimum=5
+            )
+            * _MB,
+            upload_part_bytes=_integer("VIDPIPE_UPLOAD_PART_MB", get("UPLOAD_PART_MB", "16"), minimum=5) * _MB,
+            upload_url_seconds=_seconds("VIDPIPE_UPLOAD_URL_MS", get("UPLOAD_URL_MS", "3600000")),
+            max_upload_bytes=_integer("VIDPIPE_MAX_UPLOAD_MB", get("MAX_UPLOAD_MB", "20480"), minimum=1) * _MB,
+            quota_bytes=_integer("VIDPIPE_QUOTA_MB", get("QUOTA_MB", "51200"), minimum=1) * _MB,
+            quota_videos=_integer("VIDPIPE_QUOTA_VIDEOS", get("QUOTA_VIDEOS", "500"), minimum=1),
+            webhook_allowed_hosts=_list(get("WEBHOOK_ALLOWED_HOSTS")),
+            cors_origins=_list(get("CORS_ORIGINS")),
+            log_format=_choice("VIDPIPE_LOG_FORMAT", get("LOG_FORMAT", "text"), _LOG_FORMATS),
         )
         settings.validate()
         return settings
@@ -149,6 +196,9 @@ class Settings:
                 raise ConfigurationError(
                     "VIDPIPE_INGEST_URL must name a bucket, as in s3://bucket/incoming/.", code="config.ingest_url"
                 )
+        if self.smtp_url:
+            _scheme("VIDPIPE_SMTP_URL", self.smtp_url, _MAIL_SCHEMES)
+        _scheme("VIDPIPE_PUBLIC_URL", self.public_url, ("http", "https"))
         if self.search_url != "database":
             _scheme("VIDPIPE_SEARCH_URL", self.search_url, _SEARCH_SCHEMES)
         if self.storage_url.startswith("s3://") and not urlsplit(self.storage_url).netloc:
@@ -211,6 +261,11 @@ def _flag(name: str, value: str | None) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ConfigurationError(f"{name} is {value!r}; use true or false.")
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    """A comma-separated setting, blanks dropped."""
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
 
 def _number(name: str, value: str | None) -> float:

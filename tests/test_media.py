@@ -29,7 +29,7 @@ from pipeline.media import (
     probe,
     run_ffmpeg,
 )
-from pipeline.media.ffmpeg import media_arg
+from pipeline.media.ffmpeg import media_arg, set_thread_count
 from pipeline.media.storyboard import MAX_TILES, choose_interval, tile_count, tile_size
 from tests import mediagen
 
@@ -114,6 +114,39 @@ def test_run_ffmpeg_failure_names_the_work_and_ffmpegs_last_complaint(tmp_path: 
     assert caught.value.code == "media.ffmpeg_failed"
     assert "the poster of missing.mp4" in caught.value.message
     assert "No such file" in caught.value.message
+
+
+def test_a_thread_limit_reaches_every_ffmpeg_run_and_ffmpeg_accepts_it(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[tuple[str, ...]] = []
+    real = asyncio.create_subprocess_exec
+
+    async def recording(*args: str, **kwargs: object) -> asyncio.subprocess.Process:
+        commands.append(args)
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", recording)
+    set_thread_count(1)
+    try:
+        asyncio.run(extract_poster(clip, tmp_path / "poster.jpg", at=None, duration=2.0, ffmpeg=FFMPEG))
+        board = asyncio.run(
+            build_storyboard(
+                clip, tmp_path / "board", duration=2.0, display_width=320, display_height=180, ffmpeg=FFMPEG
+            )
+        )
+    finally:
+        set_thread_count(0)
+    assert (tmp_path / "poster.jpg").stat().st_size > 0 and board.sprites
+    assert len(commands) == 2
+    for command in commands:
+        decoder = command.index("-i") - 2
+        assert command[decoder : decoder + 2] == ("-threads", "1")
+        assert command[command.index("-filter_threads") + 1] == "1"
+
+    commands.clear()
+    asyncio.run(extract_poster(clip, tmp_path / "again.jpg", at=None, duration=2.0, ffmpeg=FFMPEG))
+    assert "-threads" not in commands[0] and "-filter_threads" not in commands[0]
 
 
 def record_children(monkeypatch: pytest.MonkeyPatch) -> list[asyncio.subprocess.Process]:

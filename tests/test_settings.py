@@ -40,6 +40,7 @@ def test_a_missing_secret_is_generated_once_into_the_data_dir(tmp_path: Path) ->
         ({"VIDPIPE_SECRET_KEY": "short"}, "shorter than 32"),
         ({"VIDPIPE_MAX_ATTEMPTS": "many"}, "whole number"),
         ({"VIDPIPE_S3_PATH_STYLE": "maybe"}, "true or false"),
+        ({"VIDPIPE_FFMPEG_THREADS": "-1"}, "VIDPIPE_FFMPEG_THREADS"),
     ],
 )
 def test_a_bad_setting_is_reported_in_one_sentence_naming_it(tmp_path: Path, env: dict[str, str], words: str) -> None:

@@ -18,7 +18,8 @@ from dramatiq.rate_limits import ConcurrentRateLimiter, RateLimiterBackend
 from dramatiq.rate_limits.backends import RedisBackend as RedisRateLimiterBackend
 from dramatiq.rate_limits.backends import StubBackend
 
-from pipeline.dispatch import actor_name, queue_name
+from pipeline.dispatch import NOTIFICATIONS_QUEUE, NOTIFY_ACTOR, actor_name, queue_name
+from pipeline.notifications import handle
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.stages import STAGE_FUNCTIONS, run_stage
@@ -54,7 +55,27 @@ def declare_actors(broker: dramatiq.Broker, settings: Settings) -> dict[Stage, d
     """Declare the stage actors on ``broker`` and return them by stage."""
     holder = RuntimeHolder(settings, broker)
     limits = {Stage.THUMBNAILS: host_limiter(broker, settings, Stage.THUMBNAILS, settings.thumbnails_per_host)}
+    _declare_notifications(broker, holder)
     return {stage: _declare(broker, holder, stage, limits.get(stage)) for stage in Stage}
+
+
+def _declare_notifications(broker: dramatiq.Broker, holder: RuntimeHolder) -> dramatiq.Actor:
+    async def perform(kind: str, ref: str) -> None:
+        await handle(holder.get(), kind, ref)
+
+    perform.__name__ = NOTIFY_ACTOR
+    fn: Callable[[str, str], Awaitable[None]] = perform
+    # Handlers record their outcome on their own rows; Dramatiq's retries cover passing outages.
+    declare = dramatiq.actor(
+        broker=broker,
+        actor_name=NOTIFY_ACTOR,
+        queue_name=NOTIFICATIONS_QUEUE,
+        max_retries=holder.settings.max_attempts,
+        min_backoff=1000,
+        max_backoff=60_000,
+        time_limit=5 * 60 * 1000,
+    )
+    return declare(fn)
 
 
 def host_limiter(broker: dramatiq.Broker, settings: Settings, stage: Stage, limit: int) -> ConcurrentRateLimiter:

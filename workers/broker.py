@@ -17,7 +17,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.message import Message
 from dramatiq.middleware.asyncio import AsyncIO
 
-from pipeline.dispatch import actor_name, queue_name
+from pipeline.dispatch import NOTIFICATIONS_QUEUE, NOTIFY_ACTOR, actor_name, queue_name
 from pipeline.settings import Settings
 from pipeline.states import Stage
 
@@ -34,6 +34,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker.add_middleware(AsyncIO())
     for stage in Stage:
         broker.declare_queue(queue_name(stage))
+    broker.declare_queue(NOTIFICATIONS_QUEUE)
     return broker
 
 
@@ -54,12 +55,19 @@ class DramatiqDispatcher:
         self.broker.enqueue(message, delay=delay_ms or None)
         logger.debug("Sent stage %s of job %s (delay %d ms).", stage, job_id, delay_ms)
 
+    def notify(self, kind: str, ref: str, *, delay_ms: int = 0) -> None:
+        message: Message[None] = Message(
+            queue_name=NOTIFICATIONS_QUEUE, actor_name=NOTIFY_ACTOR, args=(kind, ref), kwargs={}, options={}
+        )
+        self.broker.enqueue(message, delay=delay_ms or None)
+        logger.debug("Sent a %s notification for %s (delay %d ms).", kind, ref, delay_ms)
+
 
 def queue_depths(broker: dramatiq.Broker) -> dict[str, dict[str, int]]:
-    """Messages waiting per stage queue: ready now, and delayed (retries waiting for their time)."""
+    """Messages waiting per queue (each stage, and ``notifications``): ready now, and delayed."""
     depths: dict[str, dict[str, int]] = {}
-    for stage in Stage:
-        name = queue_name(stage)
+    named = [(stage.value, queue_name(stage)) for stage in Stage] + [("notifications", NOTIFICATIONS_QUEUE)]
+    for label, name in named:
         if isinstance(broker, RedisBroker):
             ready = int(broker.client.llen(f"{broker.namespace}:{name}"))
             delayed = int(broker.client.llen(f"{broker.namespace}:{name}.DQ"))
@@ -67,5 +75,5 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, dict[str, int]]:
             queues = getattr(broker, "queues", {})
             ready = queues[name].qsize() if name in queues else 0
             delayed = queues[f"{name}.DQ"].qsize() if f"{name}.DQ" in queues else 0
-        depths[stage.value] = {"ready": ready, "delayed": delayed}
+        depths[label] = {"ready": ready, "delayed": delayed}
     return depths

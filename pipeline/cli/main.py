@@ -14,7 +14,7 @@ import click
 
 from pipeline.cli.app import configure_logging, load_settings, open_pipeline, open_runtime, user_errors
 from pipeline.cli.progress import wait_for_job
-from pipeline.dispatch import queue_name
+from pipeline.dispatch import NOTIFICATIONS_QUEUE, queue_name
 from pipeline.errors import SubtitleError
 from pipeline.reports import full_job_report
 from pipeline.states import JobStatus, Stage
@@ -181,8 +181,8 @@ def migrate() -> None:
 @click.option(
     "--queues",
     multiple=True,
-    type=click.Choice([s.value for s in Stage]),
-    help="Only these stages (repeatable), so heavy media stages and light ones scale apart.",
+    type=click.Choice([*(s.value for s in Stage), "notifications"]),
+    help="Only these queues (repeatable): stages or notifications, so heavy and light work scale apart.",
 )
 def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) -> None:
     """Run Dramatiq workers on the broker from VIDPIPE_BROKER_URL."""
@@ -197,7 +197,7 @@ def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) 
     if threads:
         args += ["--threads", str(threads)]
     if queues:
-        args += ["--queues", *(queue_name(Stage(q)) for q in queues)]
+        args += ["--queues", *(NOTIFICATIONS_QUEUE if q == "notifications" else queue_name(Stage(q)) for q in queues)]
     os.environ.setdefault("dramatiq_worker_timeout", "100")
     os.execv(sys.executable, args)
 

@@ -32,6 +32,19 @@ frame; only the tail is kept so a long run cannot fill memory."""
 _STDERR_LINE_LIMIT = 2000
 _STDERR_CHUNK = 4096
 
+_thread_count = 0
+"""``VIDPIPE_FFMPEG_THREADS``, applied to every run in this process; 0 leaves ffmpeg's own choice."""
+
+
+def set_thread_count(threads: int) -> None:
+    """Limit the decoding and filter threads of every later ffmpeg run in this process (0: no limit).
+
+    One value per process, set when the runtime is built: the machine's cores are what it
+    divides, so it belongs to the process rather than to a single call.
+    """
+    global _thread_count
+    _thread_count = max(0, threads)
+
 
 def find_ffmpeg(explicit: str | None = None) -> str:
     """Choose the ffmpeg binary to run.
@@ -138,7 +151,7 @@ async def _start(ffmpeg: str, args: list[str]) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             ffmpeg,
             *_GLOBAL_ARGS,
-            *args,
+            *_with_threads(args, _thread_count),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -147,6 +160,19 @@ async def _start(ffmpeg: str, args: list[str]) -> asyncio.subprocess.Process:
         raise ConfigurationError(
             f"The ffmpeg binary {ffmpeg} cannot be run: {exc}.", code="config.ffmpeg_missing"
         ) from exc
+
+
+def _with_threads(args: list[str], threads: int) -> list[str]:
+    """Add ``-threads`` before each input (its decoder) and cap the filter graph's threads."""
+    if threads <= 0:
+        return args
+    count = str(threads)
+    limited = ["-filter_threads", count, "-filter_complex_threads", count]
+    for arg in args:
+        if arg == "-i":
+            limited += ["-threads", count]
+        limited.append(arg)
+    return limited
 
 
 async def _collect_stderr(process: asyncio.subprocess.Process, tail: deque[str]) -> None:
