@@ -39,6 +39,8 @@ class Stage(enum.StrEnum):
 
 
 class VideoStatus(enum.StrEnum):
+    AWAITING_UPLOAD = "awaiting_upload"
+    """Created through the API; its source has not arrived yet, so it has no job."""
     PENDING = "pending"
     PROCESSING = "processing"
     READY = "ready"
