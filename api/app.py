@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Router, get
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -56,6 +57,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher) -> Litestar:
         dependencies={"db": Provide(provide_session)},
         exception_handlers=exception_handlers(),
         openapi_config=_openapi_config(),
+        cors_config=_cors_config(settings),
         state=State({"auth_limiter": RateLimiter(AUTH_ATTEMPTS_PER_MINUTE, 60.0)}),
         debug=False,
     )
@@ -77,6 +79,20 @@ def _guarded_router() -> Router:
         route_handlers=[SessionController, UsersController, JobsController, SearchController],
         guards=[require_access_token],
         security=SECURITY,
+    )
+
+
+def _cors_config(settings: Settings) -> CORSConfig | None:
+    """Browser access from the configured origins only; none configured means no CORS headers at all."""
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match", "X-API-Key"],
+        expose_headers=["ETag", "Location", "Retry-After"],
+        allow_credentials=False,
+        max_age=600,
     )
 
 

@@ -20,7 +20,14 @@ logger = logging.getLogger(__name__)
 @click.command("api")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
-def api(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="API processes sharing the port (needs a Redis broker; the embedded default serves from one).",
+)
+def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
@@ -30,6 +37,17 @@ def api(host: str, port: int) -> None:
     logging.getLogger("pipeline").setLevel(logging.INFO)
     logging.getLogger("api").setLevel(logging.INFO)
     settings = load_settings()
+    if workers > 1:
+        if settings.broker_url == "memory://":
+            raise click.ClickException(
+                "--workers above 1 needs VIDPIPE_BROKER_URL=redis://…: on the embedded default each API "
+                "process would run its own stage workers and scheduler over one SQLite file."
+            )
+        # Each process builds its own app (and broker connection) from the same environment.
+        uvicorn.run(
+            "api.factory:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="info"
+        )
+        return
     with open_pipeline(settings) as pipeline:
         app = create_app(settings, DramatiqDispatcher(pipeline.broker))
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on"))

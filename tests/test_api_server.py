@@ -1,0 +1,74 @@
+"""``vidpipe api`` as a server process: several API processes on one port with a Redis broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SERVICES_ONLY, Backend
+from tests.services import wait_until
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.status, json.loads(answer.read())
+
+
+def test_several_api_processes_need_a_redis_broker(backend: Backend) -> None:
+    if backend.name != "embedded":
+        pytest.skip("the refusal concerns the embedded default")
+    result = backend.vidpipe("api", "--workers", "2", "--port", str(_free_port()), timeout=60)
+    assert result.returncode == 1
+    assert "--workers above 1 needs VIDPIPE_BROKER_URL=redis://" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@SERVICES_ONLY
+def test_two_api_processes_serve_one_port(backend: Backend, tmp_path: Path) -> None:
+    port = _free_port()
+    log = (tmp_path / "api.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli.main", "api", "--port", str(port), "--workers", "2"],
+        env=backend.process_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def ready() -> bool:
+            try:
+                return _get(f"http://127.0.0.1:{port}/health/ready")[0] == 200
+            except OSError:
+                return False
+
+        assert wait_until(ready, timeout=60), (tmp_path / "api.log").read_text()
+
+        def both_started() -> bool:
+            return (tmp_path / "api.log").read_text().count("Application startup complete") == 2
+
+        assert wait_until(both_started, timeout=30), (tmp_path / "api.log").read_text()
+        status, body = _get(f"http://127.0.0.1:{port}/health/ready")
+        assert status == 200 and body["status"] == "ok", body
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
