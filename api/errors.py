@@ -9,13 +9,16 @@ anything else becomes a 500 whose traceback stays in the server log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
+from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
 from litestar.types import ExceptionHandlersMap
 
+from pipeline import i18n
 from pipeline.errors import Conflict, InvalidInput, NotFound, PermanentError, TransientError, VidpipeError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,65 @@ class ErrorBody(msgspec.Struct):
     """The body of every error answer."""
 
     error: ErrorDetail
+
+
+COMMON_ERRORS = {
+    400: "The request is malformed or a parameter is invalid (`request.invalid`, `input.*`).",
+    429: "Too many requests from this client (`auth.rate_limited`); retry after `Retry-After` seconds.",
+    500: "An unexpected server error (`internal.error`); the details stay in the server log.",
+    503: "A service vidpipe needs (database, broker, storage, search) is unavailable for now; retry later.",
+}
+"""Errors any route can answer."""
+
+GUARDED_ERRORS = {
+    401: "No credential, or an invalid, expired or revoked one (`auth.token_*`, `auth.api_key_*`).",
+    403: "The account is disabled, or the route is for administrators only (`auth.forbidden`).",
+    404: "Nothing with this id that the caller may see: another member's video or job answers 404 too.",
+}
+"""Errors every route behind the access guard can answer."""
+
+
+_ERROR_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["error"],
+    properties={
+        "error": Schema(
+            type=OpenAPIType.OBJECT,
+            required=["code", "message"],
+            properties={
+                "code": Schema(type=OpenAPIType.STRING, description="A stable code a client may branch on."),
+                "message": Schema(type=OpenAPIType.STRING, description="A sentence for people, in their language."),
+                "details": Schema(description="Structured details, when the error has any."),
+            },
+        )
+    },
+    description="The body of every 4xx and 5xx answer.",
+)
+
+
+def document_errors(document: OpenAPI) -> None:
+    """Describe the error answers of every operation in ``document``, with the one error shape.
+
+    Litestar generates a 400 entry in its own validation shape, which vidpipe never sends, so
+    400 is always replaced. Operations with a security requirement also list 401, 403 and 404.
+    """
+    components = document.components
+    if isinstance(components, list):  # pragma: no cover - vidpipe passes one Components object
+        components = components[0]
+    components.schemas = {**(components.schemas or {}), "ErrorBody": _ERROR_SCHEMA}
+    reference = Reference(ref="#/components/schemas/ErrorBody")
+    for item in (document.paths or {}).values():
+        for operation in (item.get, item.put, item.post, item.delete, item.patch):
+            if operation is None:
+                continue
+            statuses = {**COMMON_ERRORS, **(GUARDED_ERRORS if operation.security else {})}
+            responses = operation.responses if operation.responses is not None else {}
+            for status, meaning in statuses.items():
+                if status == 400 or str(status) not in responses:
+                    responses[str(status)] = OpenAPIResponse(
+                        description=meaning, content={"application/json": OpenAPIMediaType(schema=reference)}
+                    )
+            operation.responses = responses
 
 
 class Unauthenticated(VidpipeError):
@@ -122,7 +184,37 @@ def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
 def exception_handlers() -> ExceptionHandlersMap:
     """The handlers to install on the application; Litestar picks the most specific class."""
     return {
-        VidpipeError: _vidpipe_error,
-        HTTPException: _http_error,
-        Exception: _unexpected_error,
+        VidpipeError: _in_callers_language(_vidpipe_error),
+        HTTPException: _in_callers_language(_http_error),
+        Exception: _in_callers_language(_unexpected_error),
     }
+
+
+_LANGUAGE_KEY = "vidpipe.language"
+
+
+# TODO(i18n): only the account routes call remember_language; other guarded routes answer in
+# English when a request sends no Accept-Language, until they (or viewer_of) call it too.
+def remember_language(request: Request[Any, Any, Any], language: str) -> None:
+    """Note the caller's account language, for error messages when the request names none."""
+    request.scope.setdefault("state", {})[_LANGUAGE_KEY] = language
+
+
+def _in_callers_language(
+    handler: Callable[[Request[Any, Any, Any], Any], Response[ErrorBody]],
+) -> Callable[[Request[Any, Any, Any], Any], Response[ErrorBody]]:
+    """Wrap ``handler`` so the message is in the language ``Accept-Language`` or the account chose."""
+
+    def answer(request: Request[Any, Any, Any], exc: Any) -> Response[ErrorBody]:
+        response = handler(request, exc)
+        remembered = request.scope.get("state", {}).get(_LANGUAGE_KEY)
+        language = i18n.choose(request.headers.get("accept-language"), remembered)
+        detail = response.content.error
+        detail.message = i18n.error_message(detail.code, language, detail.message)
+        # A code the catalog lacks keeps its English message, and says so.
+        spoken = language if i18n.has_translation(detail.code) else i18n.ENGLISH
+        response.headers["Content-Language"] = spoken
+        response.headers["Vary"] = "Accept-Language"
+        return response
+
+    return answer

@@ -24,7 +24,10 @@ def handlers() -> dict[str, Handler]:
 
     Imported on first use, so a process that never sends a notification never loads them.
     """
-    found: dict[str, Handler] = {}
+    from pipeline.email import deliver as deliver_email
+    from pipeline.webhooks import deliver as deliver_webhook
+
+    found: dict[str, Handler] = {"email": deliver_email, "webhook": deliver_webhook}
     return found
 
 

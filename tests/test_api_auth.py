@@ -29,6 +29,9 @@ class _NoDispatch:
     def send(self, job_id: uuid.UUID, stage: Any, *, delay_ms: int = 0) -> None:
         raise AssertionError("the account routes start no jobs")
 
+    def notify(self, kind: str, ref: str, *, delay_ms: int = 0) -> None:
+        """Emails are queued as notifications; these tests read the outbox rows, not the mail."""
+
 
 def _settings(tmp_path: Path, database_url: str | None = None) -> Settings:
     env = {"VIDPIPE_DATA_DIR": str(tmp_path)}
@@ -275,6 +278,22 @@ def test_the_openapi_document_lists_the_routes_and_the_bearer_scheme(client: Tes
     assert document["paths"]["/api/v1/users/me"]["get"]["security"] == [{"bearer": []}]
     assert "security" not in document["paths"]["/api/v1/auth/login"]["post"]
     assert client.get("/api/v1/docs").status_code == 200
+
+
+def test_every_operation_is_described_with_its_errors_in_the_one_error_shape(client: TestClient[Any]) -> None:
+    document = client.get("/api/v1/openapi.json").json()
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+    assert document["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            where = f"{method.upper()} {path}"
+            assert operation.get("description"), f"{where} has no description"
+            responses = operation["responses"]
+            assert responses["400"]["content"] == error, f"{where} documents another 400 shape"
+            assert responses["500"]["content"] == error, where
+            if operation.get("security"):
+                assert {"401", "403", "404"} <= set(responses), f"{where} omits the guard's errors"
 
 
 def test_too_many_login_attempts_are_rate_limited(client: TestClient[Any]) -> None:

@@ -8,20 +8,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
+from msgspec import UNSET
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import passwords, tokens
-from api.auth.schemas import TokenPair
+from api.auth.guard import refuse_disabled
+from api.auth.ratelimit import refuse_locked_account
+from api.auth.schemas import ProfileUpdate, TokenPair
 from api.errors import Unauthenticated
+from pipeline import i18n
 from pipeline.accounts import LoginEvent, RefreshToken
 from pipeline.db.models import User
-from pipeline.errors import Conflict, InvalidInput
+from pipeline.email import RESET_PASSWORD, VERIFY_EMAIL, Notifier, queue_email, read_token, still_binds
+from pipeline.errors import Conflict, InvalidInput, PermanentError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +45,9 @@ class Client:
     user_agent: str | None
 
 
-async def register(session: AsyncSession, email: str, username: str, password: str) -> User:
+async def register(
+    session: AsyncSession, email: str, username: str, password: str, *, language: str = i18n.ENGLISH
+) -> User:
     """Create a member account after checking its shape, the password policy and uniqueness."""
     email = email.strip().lower()
     _check_shape(email, username)
@@ -47,7 +55,10 @@ async def register(session: AsyncSession, email: str, username: str, password: s
     await _check_free(session, email, username)
 
     user = User(
-        email=email, username=username, password_hash=await asyncio.to_thread(passwords.hash_password, password)
+        email=email,
+        username=username,
+        password_hash=await asyncio.to_thread(passwords.hash_password, password),
+        language=language,
     )
     session.add(user)
     try:
@@ -64,11 +75,12 @@ async def register(session: AsyncSession, email: str, username: str, password: s
 async def authenticate(session: AsyncSession, login: str, password: str, client: Client) -> User:
     """Return the user that ``login`` (email or username) and ``password`` name; record the attempt."""
     user = await _find_by_login(session, login)
-    if user is None:
+    if user is None or user.kind == "service":  # service accounts have API keys, never a password
         await asyncio.to_thread(passwords.burn_verification, password)
         await _record_login(session, None, client, success=False)
-        logger.info("Refused a login that named no account.")
+        logger.info("Refused a login that named no account with a password.")
         raise _bad_credentials()
+    await refuse_locked_account(session, user.id)
 
     # Hashing takes tens of milliseconds of CPU; a thread keeps the event loop serving others.
     matched, new_hash = await asyncio.to_thread(passwords.verify_password, password, user.password_hash)
@@ -76,6 +88,7 @@ async def authenticate(session: AsyncSession, login: str, password: str, client:
         await _record_login(session, user.id, client, success=False)
         logger.info("Refused a login for user %s: wrong password.", user.id)
         raise _bad_credentials()
+    refuse_disabled(user)
     if new_hash is not None:
         user.password_hash = new_hash
         logger.info("Upgraded the password hash of user %s.", user.id)
@@ -156,6 +169,198 @@ async def login_history(session: AsyncSession, user_id: uuid.UUID, limit: int = 
         .limit(limit)
     )
     return list(result)
+
+
+async def request_verification(session: AsyncSession, notifier: Notifier, user: User) -> None:
+    """Queue an email with a link that confirms ``user``'s address."""
+    await queue_email(session, notifier, user.id, VERIFY_EMAIL)
+
+
+async def resend_verification(session: AsyncSession, notifier: Notifier, address: str) -> None:
+    """Queue a new confirmation email when ``address`` names an unconfirmed account, else nothing.
+
+    The route answers the same either way, so it cannot be used to learn which addresses have
+    accounts or whether they are confirmed.
+    """
+    # TODO(enumeration): queueing costs a few milliseconds that a miss does not, which a patient
+    # client could measure; queueing in the background after answering would close that gap.
+    user = await _find_by_email(session, address)
+    if user is None or user.is_verified or not _may_receive_email(user):
+        logger.info("Queued no confirmation email: the address names no unconfirmed account.")
+        return
+    await queue_email(session, notifier, user.id, VERIFY_EMAIL)
+
+
+async def verify_email(session: AsyncSession, secret: str, token: str) -> User:
+    """Mark the account a confirmation token names as verified; confirming twice is harmless.
+
+    Raises:
+        PermanentError: ``auth.token_expired`` or ``auth.token_invalid`` (the token is altered,
+            made for another purpose, or the account's address changed since it was sent).
+    """
+    claims = read_token(secret, VERIFY_EMAIL, token)
+    user = await session.get(User, claims.user_id)
+    if user is None or not still_binds(secret, VERIFY_EMAIL, claims, user):
+        raise PermanentError(
+            "The link was made for an address this account no longer has; ask for a new email.",
+            code="auth.token_invalid",
+        )
+    if not user.is_verified:
+        user.is_verified = True
+        await session.commit()
+        logger.info("User %s confirmed their email address.", user.id)
+    return user
+
+
+async def request_password_reset(session: AsyncSession, notifier: Notifier, address: str) -> None:
+    """Queue a password reset email when ``address`` names an account with a password, else nothing."""
+    user = await _find_by_email(session, address)
+    if user is None or not _may_receive_email(user):
+        logger.info("Queued no password reset email: the address names no account with a password.")
+        return
+    await queue_email(session, notifier, user.id, RESET_PASSWORD)
+
+
+async def reset_password(session: AsyncSession, secret: str, token: str, password: str) -> User:
+    """Set a new password with a reset token, and close every session of the account.
+
+    The token is bound to the password hash it was issued against, so it works once: the new
+    hash no longer matches it. Proving control of the mailbox also confirms the address.
+
+    Raises:
+        PermanentError: ``auth.token_expired``, ``auth.token_invalid``, or ``auth.token_used`` when
+            the password changed since the token was issued (by this token or otherwise).
+        InvalidInput: ``auth.weak_password``; the token stays usable for a better password.
+    """
+    claims = read_token(secret, RESET_PASSWORD, token)
+    user = await session.get(User, claims.user_id)
+    if user is None or user.kind == "service":
+        raise PermanentError("The link is not valid; ask for a new email.", code="auth.token_invalid")
+    if not still_binds(secret, RESET_PASSWORD, claims, user):
+        raise _reset_link_used()
+    refuse_disabled(user)
+    passwords.check_policy(password, username=user.username, email=user.email)
+
+    new_hash = await asyncio.to_thread(passwords.hash_password, password)
+    # Conditional on the old hash: of two requests presenting the same token, one wins.
+    claimed = await session.execute(
+        update(User)
+        .where(User.id == user.id, User.password_hash == user.password_hash)
+        .values(password_hash=new_hash, is_verified=True)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        await session.rollback()
+        raise _reset_link_used()
+    # TODO(sessions): access tokens issued before the reset stay valid until they expire (15 min);
+    # a password_changed_at column compared with the token's iat in the guard would end them at once.
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    await session.commit()
+    await session.refresh(user)
+    logger.info("Reset the password of user %s and revoked all its refresh tokens.", user.id)
+    return user
+
+
+_PROFILE_NAME_MAX = 80
+_PROFILE_DESCRIPTION_MAX = 2000
+_EARLIEST_BIRTHDATE = date(1900, 1, 1)
+
+
+async def update_profile(session: AsyncSession, user: User, changes: ProfileUpdate) -> User:
+    """Apply the fields ``changes`` names to ``user``'s profile, after checking all of them."""
+    values: dict[str, object] = {}
+    if changes.display_name is not UNSET:
+        values["display_name"] = _display_name(changes.display_name)
+    if changes.description is not UNSET:
+        values["description"] = _description(changes.description)
+    if changes.birthdate is not UNSET:
+        values["birthdate"] = _birthdate(changes.birthdate)
+    if changes.language is not UNSET:
+        values["language"] = _language(changes.language)
+
+    for name, value in values.items():
+        setattr(user, name, value)
+    await session.commit()
+    logger.info("User %s changed their profile: %s.", user.id, ", ".join(values) or "nothing")
+    return user
+
+
+def _display_name(value: str | None) -> str | None:
+    text = unicodedata.normalize("NFC", value or "").strip()
+    if not text:
+        return None
+    if len(text) > _PROFILE_NAME_MAX or any(unicodedata.category(char) == "Cc" for char in text):
+        raise InvalidInput(
+            f"The display name must be 1 to {_PROFILE_NAME_MAX} characters without control characters.",
+            code="profile.invalid_display_name",
+            details={"max_length": _PROFILE_NAME_MAX},
+        )
+    return text
+
+
+def _description(value: str | None) -> str | None:
+    text = unicodedata.normalize("NFC", value or "").strip()
+    if not text:
+        return None
+    if len(text) > _PROFILE_DESCRIPTION_MAX:
+        raise InvalidInput(
+            f"The description has {len(text)} characters; use at most {_PROFILE_DESCRIPTION_MAX}.",
+            code="profile.description_too_long",
+            details={"max_length": _PROFILE_DESCRIPTION_MAX, "length": len(text)},
+        )
+    if any(unicodedata.category(char) == "Cc" and char not in "\n\t" for char in text):
+        raise InvalidInput(
+            "The description contains control characters; only line breaks and tabs are allowed.",
+            code="profile.invalid_description",
+        )
+    return text
+
+
+def _birthdate(value: date | None) -> date | None:
+    if value is None:
+        return None
+    # The calendar date is already tomorrow in UTC+14 while it is today in UTC: a birthdate is
+    # in the future only when it is after today everywhere.
+    latest = (datetime.now(UTC) + timedelta(hours=14)).date()
+    if value > latest:
+        raise InvalidInput("The birthdate is in the future.", code="profile.birthdate_in_future")
+    if value < _EARLIEST_BIRTHDATE:
+        raise InvalidInput(
+            f"The birthdate must be on or after {_EARLIEST_BIRTHDATE.isoformat()}.",
+            code="profile.birthdate_too_early",
+            details={"earliest": _EARLIEST_BIRTHDATE.isoformat()},
+        )
+    return value
+
+
+def _language(value: str) -> str:
+    language = i18n.supported(value)
+    if language is None:
+        raise InvalidInput(
+            f"The language must be one of: {', '.join(i18n.LANGUAGES)}.",
+            code="profile.invalid_language",
+            details={"supported": list(i18n.LANGUAGES)},
+        )
+    return language
+
+
+def _may_receive_email(user: User) -> bool:
+    # Service accounts log in with API keys only, and a disabled account gets no account mail.
+    return user.kind != "service" and user.disabled_at is None
+
+
+async def _find_by_email(session: AsyncSession, address: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == address.strip().lower()))
+
+
+def _reset_link_used() -> PermanentError:
+    return PermanentError(
+        "This reset link was already used, or the password changed after it was sent; ask for a new email.",
+        code="auth.token_used",
+    )
 
 
 def _check_shape(email: str, username: str) -> None:

@@ -191,7 +191,7 @@ def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) 
         raise click.ClickException(
             "vidpipe worker needs VIDPIPE_BROKER_URL=redis://…; with memory:// the work runs inside each command."
         )
-    args = [sys.executable, "-m", "dramatiq", "workers.entry"]
+    args = [sys.executable, "-m", "workers.entry"]
     if processes:
         args += ["--processes", str(processes)]
     if threads:
@@ -223,6 +223,10 @@ cli.add_command(api)
 from pipeline.cli.ingest import ingest  # noqa: E402
 
 cli.add_command(ingest)
+
+from pipeline.cli.users import users  # noqa: E402
+
+cli.add_command(users)
 
 
 def main() -> None:

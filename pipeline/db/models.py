@@ -8,7 +8,7 @@ full-text tables small. All times are timezone-aware UTC.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -69,6 +69,19 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default="member")
     is_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    display_name: Mapped[str | None] = mapped_column(String(80))
+    """The name shown for the account; ``None`` until the owner sets one."""
+    description: Mapped[str | None] = mapped_column(String(2000))
+    birthdate: Mapped[date | None] = mapped_column()
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+    """``en`` or ``ko``: the language of the account's emails, and of its error messages when a
+    request does not name one in ``Accept-Language``."""
+    kind: Mapped[str] = mapped_column(String(16), default="person", server_default="person")
+    """``person`` (logs in with a password) or ``service`` (an ingest tool; API keys only)."""
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    """The account that created this service account; ``None`` for people."""
+    disabled_at: Mapped[datetime | None] = mapped_column()
+    """When an admin disabled the account; a disabled account's passwords, tokens and keys are refused."""
 
 
 class Video(Base):
