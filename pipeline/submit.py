@@ -12,12 +12,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from pipeline import keys
 from pipeline.db.models import SubtitleTrack, Video
+from pipeline.dispatch import Dispatcher
 from pipeline.errors import InvalidInput
 from pipeline.jobs import new_job, start_job
 from pipeline.languages import normalise_language
 from pipeline.runtime import Runtime
+from pipeline.states import VideoStatus
 from pipeline.subtitles import language_from_filename
 
 logger = logging.getLogger(__name__)
@@ -90,6 +94,25 @@ async def submit_file(
         await start_job(session, runtime.dispatcher, job.id)
     logger.info("Video %s was created from an upload with %d subtitle files; job %s.", video_id, len(tracks), job.id)
     return Submitted(video_id=video_id, job_id=job.id)
+
+
+async def submit_stored(
+    session: AsyncSession, dispatcher: Dispatcher, video: Video, *, job_id: uuid.UUID | None = None
+) -> uuid.UUID:
+    """Create and start the job of a video whose source is already in storage (an API upload).
+
+    Whatever else the caller changed in ``session`` is committed in the same transaction as
+    the job, so an upload can record that it made this job (``job_id``, chosen by the caller)
+    atomically with the job itself.
+    """
+    job = new_job(video)
+    if job_id is not None:
+        job.id = job_id
+    video.status = VideoStatus.PENDING.value
+    session.add(job)
+    await start_job(session, dispatcher, job.id)
+    logger.info("Video %s was submitted from its stored source; job %s.", video.id, job.id)
+    return job.id
 
 
 def _checked_language(tag: str | None) -> str | None:

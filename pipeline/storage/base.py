@@ -8,15 +8,16 @@ outside the local folder, and it means the same object on S3 as on disk.
 from __future__ import annotations
 
 import builtins
+import itertools
 import mimetypes
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from pipeline.errors import InvalidInput, ObjectMissing
+from pipeline.errors import InvalidInput, NotFound, ObjectMissing
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 """Bytes per piece when streaming an object to disk or to a caller."""
@@ -26,6 +27,13 @@ DEFAULT_MAX_GET_SIZE = 16 * 2**20
 
 MAX_KEY_BYTES = 1024
 """S3's own limit on the UTF-8 length of a key; the local store keeps the same one."""
+
+MIN_PART_SIZE = 5 * 2**20
+"""S3's smallest part of a multipart upload, for every part but the last; the local store
+keeps the same rule, so an upload that completes on one backend completes on the other."""
+
+MAX_PART_NUMBER = 10_000
+"""Part numbers run from 1 to this, as on S3."""
 
 _CONTENT_TYPES = {
     ".mp4": "video/mp4",
@@ -63,6 +71,29 @@ class StoredObject:
     """``None`` where the backend cannot say cheaply (listings never carry it)."""
     modified: datetime | None
     """When the object was last written, in UTC."""
+
+
+class PartTag(NamedTuple):
+    """A part a client uploaded, as it names it when completing: its number and the ETag it got."""
+
+    part_number: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """A part of a multipart upload in progress, as the store lists it."""
+
+    part_number: int
+    etag: str
+    """The part's MD5 in hex, without quotes: what the store answered to the part's PUT."""
+    size: int
+
+
+class SizeLimitExceeded(InvalidInput):
+    """A streamed write went past the size its caller allowed; nothing was stored."""
+
+    code = "storage.size_limit"
 
 
 class Storage(Protocol):
@@ -165,6 +196,82 @@ class Storage(Protocol):
         """A ``file://`` or ``s3://`` address of the object, for people to read."""
         ...
 
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        content_type: str | None = None,
+        *,
+        max_size: int | None = None,
+    ) -> StoredObject:
+        """Store what ``chunks`` yields under ``key`` without holding it all in memory.
+
+        Readers see the old object or the whole new one. When more than ``max_size`` bytes
+        arrive, the write stops, nothing is stored and :class:`SizeLimitExceeded` is raised.
+        """
+        ...
+
+    def presign_get(self, key: str, *, expires_in: float) -> str | None:
+        """A URL anyone may GET the object from until ``expires_in`` seconds have passed.
+
+        ``None`` when the store has no address of its own on the web (the local folder):
+        the caller then serves the object itself. Nothing is contacted; the object may not
+        exist yet.
+        """
+        ...
+
+    def presign_put(self, key: str, *, content_type: str, expires_in: float) -> str | None:
+        """A URL a client may PUT the whole object to, with ``Content-Type: content_type``.
+
+        ``None`` when the store has no address of its own, as for :meth:`presign_get`.
+        """
+        ...
+
+    def presign_part(self, key: str, upload_id: str, part_number: int, *, expires_in: float) -> str | None:
+        """A URL a client may PUT one part of a multipart upload to; the answer carries its ETag.
+
+        ``None`` when the store has no address of its own, as for :meth:`presign_get`.
+        """
+        ...
+
+    async def create_multipart(self, key: str, content_type: str | None = None) -> str:
+        """Start a multipart upload to ``key`` and return its upload id."""
+        ...
+
+    async def upload_part(
+        self, key: str, upload_id: str, part_number: int, chunks: AsyncIterable[bytes], *, max_size: int
+    ) -> UploadedPart:
+        """Store one part from ``chunks``, replacing an earlier part with the same number.
+
+        Raises:
+            NotFound: the upload does not exist (completed, aborted or never started).
+            SizeLimitExceeded: more than ``max_size`` bytes arrived.
+        """
+        ...
+
+    async def list_parts(self, key: str, upload_id: str) -> builtins.list[UploadedPart]:
+        """The parts uploaded so far, by part number, so an interrupted client can resume.
+
+        Raises:
+            NotFound: the upload does not exist.
+        """
+        ...
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartTag]) -> StoredObject:
+        """Join ``parts`` (in ascending part number) into the object at ``key``; the upload ends.
+
+        Raises:
+            NotFound: the upload does not exist.
+            InvalidInput: a part is missing or its ETag differs (``storage.invalid_part``), the
+                numbers are not ascending, or a part but the last is under :data:`MIN_PART_SIZE`
+                (``storage.part_too_small``).
+        """
+        ...
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop the upload and its parts; an upload that is already gone is not an error."""
+        ...
+
 
 def validate_key(key: str) -> str:
     """Return ``key`` unchanged when it is a usable object key.
@@ -226,6 +333,87 @@ def object_too_large(key: str, max_size: int) -> InvalidInput:
         f"The object {key!r} is larger than {max_size} bytes; stream it instead of reading it whole.",
         code="storage.too_large",
     )
+
+
+def size_limit_exceeded(key: str, max_size: int) -> SizeLimitExceeded:
+    """The error a streamed write raises past its caller's limit."""
+    return SizeLimitExceeded(
+        f"More than {max_size} bytes arrived for {key!r}, so nothing was stored.", details={"max_size": max_size}
+    )
+
+
+def upload_missing(key: str) -> NotFound:
+    """The error for a multipart upload that was completed, aborted or never started."""
+    return NotFound(
+        f"No multipart upload is in progress for {key!r} under that id; it was completed or aborted.",
+        code="storage.upload_not_found",
+    )
+
+
+def validate_part_number(part_number: int) -> int:
+    """Return ``part_number`` when it is between 1 and :data:`MAX_PART_NUMBER`."""
+    if not 1 <= part_number <= MAX_PART_NUMBER:
+        raise InvalidInput(
+            f"Part numbers run from 1 to {MAX_PART_NUMBER}; {part_number} is outside.", code="storage.invalid_part"
+        )
+    return part_number
+
+
+def check_completion(parts: Sequence[PartTag], uploaded: Sequence[UploadedPart]) -> None:
+    """Check a completion request against the parts the store holds, as S3 does.
+
+    Raises:
+        InvalidInput: no parts, numbers not strictly ascending, a part missing or with another
+            ETag, or a part but the last smaller than :data:`MIN_PART_SIZE`.
+    """
+    if not parts:
+        raise InvalidInput("A multipart upload needs at least one part to complete.", code="storage.invalid_part")
+    numbers = [number for number, _etag in parts]
+    if any(later <= earlier for earlier, later in itertools.pairwise(numbers)):
+        raise InvalidInput(
+            "Parts must be listed in ascending part number, each once.", code="storage.invalid_part_order"
+        )
+    held = {part.part_number: part for part in uploaded}
+    for index, (number, etag) in enumerate(parts):
+        found = held.get(number)
+        if found is None or found.etag != etag.strip('"'):
+            raise InvalidInput(
+                f"Part {number} was not uploaded, or its ETag differs from the one given.",
+                code="storage.invalid_part",
+                details={"part_number": number},
+            )
+        if index < len(parts) - 1 and found.size < MIN_PART_SIZE:
+            raise InvalidInput(
+                f"Part {number} has {found.size} bytes; every part but the last needs at least {MIN_PART_SIZE}.",
+                code="storage.part_too_small",
+                details={"part_number": number},
+            )
+
+
+async def limited(chunks: AsyncIterable[bytes], key: str, max_size: int | None) -> AsyncGenerator[bytes, None]:
+    """Pass ``chunks`` through, raising :class:`SizeLimitExceeded` as soon as they pass ``max_size``."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if max_size is not None and received > max_size:
+            raise size_limit_exceeded(key, max_size)
+        yield chunk
+
+
+async def coalesce(chunks: AsyncIterable[bytes], size: int) -> AsyncGenerator[bytes, None]:
+    """Regroup ``chunks`` into pieces of at least ``size`` bytes (the last may be shorter).
+
+    A network body arrives in pieces of a few kilobytes; writing or sending each one alone
+    costs a thread hop or a request apiece, while this holds at most ``size`` plus one piece.
+    """
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        if len(buffer) >= size:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
 
 
 def _check_text(value: str, *, what: str) -> None:

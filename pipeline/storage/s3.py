@@ -8,6 +8,10 @@ files, instance roles) and are never logged.
 boto3 is synchronous, so every call runs in a worker thread. botocore retries only briefly
 and times out within seconds: the pipeline has its own backoff, and a stage should learn
 quickly that the store is down rather than hang inside one call.
+
+Presigned URLs (SigV4) let clients move bytes straight to and from the bucket; they are
+computed locally, without a request. A streamed write buffers one part at a time and sends
+the body as a multipart upload, so its memory stays flat whatever the object's size.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import math
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
@@ -39,16 +44,31 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from pipeline.errors import ConfigurationError, ObjectMissing, PermanentError, StorageUnavailable
+from pipeline.errors import (
+    ConfigurationError,
+    InvalidInput,
+    NotFound,
+    ObjectMissing,
+    PermanentError,
+    StorageUnavailable,
+)
 from pipeline.storage.base import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_GET_SIZE,
+    MAX_PART_NUMBER,
+    PartTag,
     StoredObject,
+    UploadedPart,
+    check_completion,
+    coalesce,
     guess_content_type,
+    limited,
     object_missing,
     object_too_large,
     refuse_empty_prefix,
+    upload_missing,
     validate_key,
+    validate_part_number,
     validate_prefix,
 )
 
@@ -63,13 +83,26 @@ T = TypeVar("T")
 DEFAULT_REGION = "us-east-1"
 CONNECT_TIMEOUT_SECONDS = 3.0
 READ_TIMEOUT_SECONDS = 10.0
+JOIN_TIMEOUT_SECONDS = 600.0
+"""How long CompleteMultipartUpload may take to answer: joining gigabytes of parts takes the
+store a while, and a retry after a timeout would find the upload already gone."""
 MAX_ATTEMPTS = 3
 """botocore's own attempts per call (first try included); the pipeline retries beyond that."""
 MULTIPART_THRESHOLD = 8 * 2**20
 """Files at least this large are uploaded in parts of the same size, several at once."""
+STREAM_PART_SIZE = 8 * 2**20
+"""Part size of a streamed write: the memory it holds at once, and 10,000 of them (78 GiB) the
+largest object it can write unless its limit asks for bigger parts."""
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+"""SigV4's longest validity for a presigned URL."""
 _DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
 
 _MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_PART_CODES = {
+    "InvalidPart": "storage.invalid_part",
+    "InvalidPartOrder": "storage.invalid_part_order",
+    "EntityTooSmall": "storage.part_too_small",
+}
 _REJECTED_CODES = frozenset(
     {
         "AccessDenied",
@@ -132,6 +165,7 @@ class S3Storage:
         self._where = _display_endpoint(endpoint_url) if endpoint_url else f"AWS region {self.region}"
         self.description = f"{self._base_uri()} at {self._where}"
         self._client = _make_client(endpoint_url, self.region, path_style)
+        self._joining_client = _make_client(endpoint_url, self.region, path_style, read_timeout=JOIN_TIMEOUT_SECONDS)
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=MULTIPART_THRESHOLD,
@@ -258,6 +292,195 @@ class S3Storage:
         """``s3://bucket/prefix/key``, for people to read."""
         return f"s3://{self.bucket}/{self._full_key_unchecked(key)}"
 
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        content_type: str | None = None,
+        *,
+        max_size: int | None = None,
+    ) -> StoredObject:
+        """One PUT for a body shorter than a part; otherwise a multipart upload, one part in memory at a time."""
+        full_key = self._full_key(key)
+        content_type = content_type or guess_content_type(key)
+        part_size = max(STREAM_PART_SIZE, math.ceil((max_size or 0) / MAX_PART_NUMBER))
+        started = time.monotonic()
+        upload_id: str | None = None
+        sent: list[PartTag] = []
+        try:
+            async with contextlib.aclosing(coalesce(limited(chunks, key, max_size), part_size)) as pieces:
+                async for piece in pieces:
+                    if upload_id is None and len(piece) < part_size:
+                        # Only the last piece is shorter than a part, so this is the whole body.
+                        return await self._put_piece(key, full_key, piece, content_type)
+                    if upload_id is None:
+                        upload_id = await self.create_multipart(key, content_type)
+                    response = await self._run(
+                        key,
+                        self._client.upload_part,
+                        Bucket=self.bucket,
+                        Key=full_key,
+                        UploadId=upload_id,
+                        PartNumber=len(sent) + 1,
+                        Body=piece,
+                    )
+                    sent.append(PartTag(len(sent) + 1, _unquote_etag(response["ETag"]) or ""))
+            if upload_id is None:
+                return await self._put_piece(key, full_key, b"", content_type)
+            stored = await self._complete(key, full_key, upload_id, sent)
+        except BaseException:
+            if upload_id is not None:
+                await self._abort_quietly(key, full_key, upload_id)
+            raise
+        logger.debug(
+            "Uploaded %s (%d bytes) from a stream in %d parts in %.2f s.",
+            self.uri(key),
+            stored.size,
+            len(sent),
+            time.monotonic() - started,
+        )
+        return stored
+
+    def presign_get(self, key: str, *, expires_in: float) -> str | None:
+        """A SigV4 presigned GET of the object."""
+        # TODO(s3-endpoint): presigned URLs name VIDPIPE_S3_ENDPOINT_URL, which clients must reach
+        # too; a store the services reach under an internal name needs a public endpoint setting.
+        params = {"Bucket": self.bucket, "Key": self._full_key(key)}
+        return self._presign(key, "get_object", params, expires_in)
+
+    def presign_put(self, key: str, *, content_type: str, expires_in: float) -> str | None:
+        """A SigV4 presigned PUT; the Content-Type is signed, so the client must send the same one."""
+        params = {"Bucket": self.bucket, "Key": self._full_key(key), "ContentType": content_type}
+        return self._presign(key, "put_object", params, expires_in)
+
+    def presign_part(self, key: str, upload_id: str, part_number: int, *, expires_in: float) -> str | None:
+        """A SigV4 presigned UploadPart; S3 answers it with the part's ETag header."""
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._full_key(key),
+            "UploadId": upload_id,
+            "PartNumber": validate_part_number(part_number),
+        }
+        return self._presign(key, "upload_part", params, expires_in)
+
+    async def create_multipart(self, key: str, content_type: str | None = None) -> str:
+        """CreateMultipartUpload, with the content type the finished object will have."""
+        full_key = self._full_key(key)
+        response = await self._run(
+            key,
+            self._client.create_multipart_upload,
+            Bucket=self.bucket,
+            Key=full_key,
+            ContentType=content_type or guess_content_type(key),
+        )
+        logger.debug("Started multipart upload to %s.", self.uri(key))
+        return response["UploadId"]
+
+    async def upload_part(
+        self, key: str, upload_id: str, part_number: int, chunks: AsyncIterable[bytes], *, max_size: int
+    ) -> UploadedPart:
+        """Spool the part to a temporary file (memory for small parts), then send it in one request."""
+        full_key = self._full_key(key)
+        validate_part_number(part_number)
+        with tempfile.SpooledTemporaryFile(max_size=STREAM_PART_SIZE, dir=_folder_name(self._scratch_dir)) as spool:
+            size = 0
+            async for piece in coalesce(limited(chunks, key, max_size), DEFAULT_CHUNK_SIZE):
+                size += len(piece)
+                await asyncio.to_thread(spool.write, piece)
+            spool.seek(0)
+            response = await self._run(
+                key,
+                self._client.upload_part,
+                Bucket=self.bucket,
+                Key=full_key,
+                UploadId=upload_id,
+                PartNumber=part_number,
+                Body=spool,
+            )
+        return UploadedPart(part_number=part_number, etag=_unquote_etag(response["ETag"]) or "", size=size)
+
+    async def list_parts(self, key: str, upload_id: str) -> builtins.list[UploadedPart]:
+        """ListParts, every page of it."""
+        full_key = self._full_key(key)
+        return await self._run(key, self._list_parts, full_key, upload_id)
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartTag]) -> StoredObject:
+        """Check ``parts`` against ListParts (so both backends refuse alike), then CompleteMultipartUpload."""
+        full_key = self._full_key(key)
+        check_completion(parts, await self.list_parts(key, upload_id))
+        return await self._complete(key, full_key, upload_id, parts)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """AbortMultipartUpload; an upload that is already gone is fine."""
+        full_key = self._full_key(key)
+        with contextlib.suppress(NotFound):
+            await self._run(
+                key, self._client.abort_multipart_upload, Bucket=self.bucket, Key=full_key, UploadId=upload_id
+            )
+
+    def _presign(self, key: str, method: str, params: dict[str, Any], expires_in: float) -> str:
+        seconds = max(1, min(MAX_PRESIGN_SECONDS, math.ceil(expires_in)))
+        try:
+            return self._client.generate_presigned_url(method, Params=params, ExpiresIn=seconds)
+        except Exception as error:
+            translated = self._translate(error, key)
+            if translated is error:
+                raise
+            raise translated from error
+
+    async def _put_piece(self, key: str, full_key: str, data: bytes, content_type: str) -> StoredObject:
+        await self._run(
+            key, self._client.put_object, Bucket=self.bucket, Key=full_key, Body=data, ContentType=content_type
+        )
+        return await self._stat_required(key)
+
+    async def _complete(self, key: str, full_key: str, upload_id: str, parts: Sequence[PartTag]) -> StoredObject:
+        listing = [{"PartNumber": number, "ETag": f'"{etag.strip(chr(34))}"'} for number, etag in parts]
+        try:
+            await self._run(
+                key,
+                self._joining_client.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=full_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listing},  # type: ignore[typeddict-item]
+            )
+        except NotFound:
+            # A retried request whose first attempt joined the parts finds the upload gone;
+            # the object it made is the answer (callers check its size).
+            stored = await self.stat(key)
+            if stored is None:
+                raise
+            return stored
+        return await self._stat_required(key)
+
+    async def _abort_quietly(self, key: str, full_key: str, upload_id: str) -> None:
+        """Abort a streamed write's upload on the way out of a failure; the failure itself is what matters."""
+        try:
+            await asyncio.shield(
+                asyncio.to_thread(
+                    self._client.abort_multipart_upload, Bucket=self.bucket, Key=full_key, UploadId=upload_id
+                )
+            )
+        except Exception:
+            # TODO(uploads): an upload whose abort fails keeps its parts (and their cost) until a
+            # bucket lifecycle rule for incomplete multipart uploads removes them.
+            logger.warning("Multipart upload to %s could not be aborted after a failed write.", self.uri(key))
+
+    def _list_parts(self, full_key: str, upload_id: str) -> builtins.list[UploadedPart]:
+        paginator = self._client.get_paginator("list_parts")
+        found: builtins.list[UploadedPart] = []
+        for page in paginator.paginate(Bucket=self.bucket, Key=full_key, UploadId=upload_id):
+            for item in page.get("Parts", []):
+                found.append(
+                    UploadedPart(
+                        part_number=item["PartNumber"],
+                        etag=_unquote_etag(item.get("ETag")) or "",
+                        size=item.get("Size", 0),
+                    )
+                )
+        return sorted(found, key=lambda part: part.part_number)
+
     def _base_uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
@@ -341,6 +564,12 @@ class S3Storage:
     def _classify(self, code: str, status: int, key: str | None, message: str) -> Exception:
         """Map an S3 error code and HTTP status to the pipeline's error categories."""
         detail = f"{code or status}: {message}" if message else str(code or status)
+        if code == "NoSuchUpload":
+            return upload_missing(key or "")
+        if code in _PART_CODES:
+            return InvalidInput(
+                f"The store refused to complete the upload of {key!r} ({detail}).", code=_PART_CODES[code]
+            )
         if code == "NoSuchBucket" or (key is None and (code in _MISSING_CODES or status == 404)):
             return ConfigurationError(
                 f"The bucket {self.bucket!r} does not exist at {self._where}; create it or correct "
@@ -363,13 +592,17 @@ class S3Storage:
         )
 
 
-def _make_client(endpoint_url: str | None, region: str, path_style: bool) -> S3Client:
+def _make_client(
+    endpoint_url: str | None, region: str, path_style: bool, *, read_timeout: float = READ_TIMEOUT_SECONDS
+) -> S3Client:
     config = Config(
         region_name=region,
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        read_timeout=READ_TIMEOUT_SECONDS,
+        read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         s3={"addressing_style": "path" if path_style else "auto"},
+        # Presigned URLs in SigV4, which every region and S3-compatible store accepts.
+        signature_version="s3v4",
         # Room for a multipart transfer's parallel parts next to other stages' calls.
         max_pool_connections=16,
     )
@@ -384,6 +617,10 @@ def _display_endpoint(endpoint_url: str) -> str:
     # An endpoint may carry user:password@; descriptions end up in logs, so drop it.
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _folder_name(folder: Path | None) -> str | None:
+    return str(folder) if folder is not None else None
 
 
 def _unquote_etag(etag: str | None) -> str | None:
