@@ -34,6 +34,7 @@ from pipeline.states import (
     check_stage_transition,
     downstream,
 )
+from pipeline.webhooks import record_job_event
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,11 @@ async def move_job(session: AsyncSession, job_id: uuid.UUID, target: JobStatus, 
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    moved = bool(result.rowcount)  # type: ignore[attr-defined]
+    if moved:
+        # A job that ended gets its webhook deliveries in this transaction: both commit, or neither.
+        await record_job_event(session, job_id, target)
+    return moved
 
 
 def check_stage_move(run: StageRun, target: StageStatus) -> None:
