@@ -10,7 +10,9 @@ fresh store: a SQLite file in a temporary folder, a scratch PostgreSQL database 
 ``127.0.0.1:5432`` (created and dropped; skipped when it does not answer) and an osmem-server
 process. Printed per backend: cues indexed per second, and p50/p95 latency of 200 fixed
 queries (single Korean syllable pairs, partial Korean words, English words and two-word
-queries); then each figure as a ratio of SQLite's.
+queries); then each figure as a ratio of SQLite's, and p50/p95 per kind of query (Korean
+syllable pairs, which are too short for a trigram index, partial Korean words, English words
+and two-word queries).
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Figures:
     index_seconds: float
     p50_ms: float
     p95_ms: float
+    per_kind: dict[str, list[float]]
+    """Latencies in milliseconds by :func:`kind` of query."""
 
 
 def library(videos: int, cues_per_video: int) -> Library:
@@ -106,6 +110,16 @@ def library(videos: int, cues_per_video: int) -> Library:
     return built
 
 
+def kind(query: str) -> str:
+    """The kind of a benchmark query, for the per-kind figures."""
+    words = query.split()
+    if len(words) > 1:
+        return "two words"
+    if words[0].isascii():
+        return "English word"
+    return "Korean syllable pair" if len(words[0]) < 3 else "partial Korean word"
+
+
 def queries() -> list[str]:
     """200 queries: the fixed list, each with and without a second word, cycled."""
     expanded = QUERIES + [f"{query} {other}" for query in QUERIES for other in ("lecture", "오늘은")]
@@ -124,18 +138,26 @@ async def measure(name: str, search: SearchBackend, documents: Library) -> Figur
 async def query_latency(name: str, search: SearchBackend, cues_per_second: float, index_seconds: float) -> Figures:
     await search.search("warm up")
     latencies = []
+    per_kind: dict[str, list[float]] = {}
     for query in queries():
         begun = time.perf_counter()
         await search.search(query)
-        latencies.append((time.perf_counter() - begun) * 1000)
-    latencies.sort()
+        latency = (time.perf_counter() - begun) * 1000
+        latencies.append(latency)
+        per_kind.setdefault(kind(query), []).append(latency)
     return Figures(
         name=name,
         cues_per_second=cues_per_second,
         index_seconds=index_seconds,
         p50_ms=statistics.median(latencies),
-        p95_ms=latencies[int(len(latencies) * 0.95) - 1],
+        p95_ms=p95(latencies),
+        per_kind=per_kind,
     )
+
+
+def p95(latencies: list[float]) -> float:
+    ordered = sorted(latencies)
+    return ordered[max(int(len(ordered) * 0.95) - 1, 0)]
 
 
 @asynccontextmanager
@@ -194,6 +216,13 @@ def report(figures: list[Figures], cues: int) -> None:
             f"{row.p95_ms:>8.1f} {row.cues_per_second / baseline.cues_per_second:>9.2f} "
             f"{row.p95_ms / baseline.p95_ms:>7.2f}"
         )
+    print(f"\n{'backend':<20} {'query kind':<22} {'queries':>7} {'p50 ms':>8} {'p95 ms':>8}")
+    for row in figures:
+        for name, latencies in row.per_kind.items():
+            print(
+                f"{row.name:<20} {name:<22} {len(latencies):>7} {statistics.median(latencies):>8.1f} "
+                f"{p95(latencies):>8.1f}"
+            )
 
 
 def main() -> None:

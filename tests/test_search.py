@@ -12,23 +12,32 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Uuid, column, create_engine, insert, inspect, select, table
+from sqlalchemy import text as sql_text
 
 from pipeline.db.engine import open_database
-from pipeline.db.migrate import upgrade
+from pipeline.db.migrate import alembic_config, sync_url, upgrade
+from pipeline.db.models import Base
 from pipeline.errors import InvalidInput, SearchUnavailable
 from pipeline.search import open_search
 from pipeline.search.base import CueDocument, SearchBackend, SearchFilters, SearchResult, VideoDocument
-from pipeline.search.database import DatabaseSearch
+from pipeline.search.database import DatabaseSearch, search_cues, search_words
 from pipeline.search.opensearch import OpenSearchBackend
 from pipeline.settings import Settings
+from tests import services
 
 T = TypeVar("T")
 Scenario = Callable[[SearchBackend], Awaitable[T]]
@@ -78,7 +87,7 @@ def database_url(backend_name: str, request: pytest.FixtureRequest, tmp_path: Pa
     url: str = request.getfixturevalue("postgres_url")
     plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute("TRUNCATE search_videos, search_cues")
+        connection.execute("TRUNCATE search_videos, search_cues, search_words")
     return url
 
 
@@ -216,6 +225,36 @@ def test_a_plural_query_finds_the_singular_word(run: Callable[[Scenario[Any]], A
     assert result.hits[0].cues[0].highlight == (
         "Every <mark>eigenvalue</mark> of a <mark>symmetric</mark> matrix is real"
     )
+
+
+def test_one_syllable_finds_the_cues_whose_words_contain_it(run: Callable[[Scenario[Any]], Any]) -> None:
+    found = video("Week 1")
+    other = video("Week 2")
+
+    async def scenario(search: SearchBackend) -> tuple[SearchResult, SearchResult]:
+        await search.index_video(found, cues("오늘은 행렬식을 봅니다", "고유값과 고유벡터를 배웁니다"))
+        await search.index_video(other, cues("오늘은 행렬식을 봅니다"))
+        return await search.search("값"), await search.search("벡")
+
+    syllable, another = run(scenario)
+    assert ids(syllable) == [found.id] and ids(another) == [found.id]
+    assert [cue.highlight for cue in syllable.hits[0].cues] == ["고유<mark>값</mark>과 고유벡터를 배웁니다"]
+
+
+def test_the_cue_holding_every_word_comes_first_even_late_in_a_long_lecture(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    lecture = video("Week 9")
+    texts = [f"행렬의 곱 {n}" for n in range(40)] + ["행렬과 고유값", "고유값 하나"]
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(lecture, cues(*texts))
+        return await search.search("행렬 고유값", cues_per_video=2)
+
+    result = run(scenario)
+    assert ids(result) == [lecture.id]
+    best = result.hits[0].cues[0]
+    assert (best.text, best.start) == ("행렬과 고유값", 200.0)
 
 
 def test_every_word_of_a_query_must_match_in_the_title_description_or_cues(
@@ -487,6 +526,245 @@ def test_indexing_a_thousand_cues_takes_well_under_a_second(run: Callable[[Scena
     assert elapsed < 1.0
     assert result.total == 1
     assert result.hits[0].cues[0].text == "문장 999: eigenvalue number 999"
+
+
+# --- the database search's own tables -------------------------------------------------------
+
+DATABASES = pytest.mark.parametrize("backend_name", ["sqlite", "postgresql"])
+"""Tests of what only the database backend has: its word table, its ranking cap, its migration."""
+
+_HAND_MADE_INDEXES = {
+    "ix_search_videos_title_trgm",
+    "ix_search_videos_description_trgm",
+    "ix_search_words_text_trgm",
+    "ix_search_words_text_vector",
+    "ix_search_words_text_characters",
+}
+"""PostgreSQL indexes the migrations create in SQL because the models cannot declare them."""
+
+
+def _table_rows(database_url: str, statement: Any) -> list[Any]:
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(statement).all())
+    finally:
+        engine.dispose()
+
+
+def _words_of(database_url: str, video_id: uuid.UUID) -> list[tuple[str | None, str, int, tuple[int, ...]]]:
+    """The video's word rows, with their ordinals unpacked, in a stable order."""
+    columns = (search_words.c.language, search_words.c.text, search_words.c.cues, search_words.c.ordinals)
+    rows = _table_rows(database_url, select(*columns).where(search_words.c.video_id == video_id))
+    unpacked = [(row[0], row[1], row[2], struct.unpack(f"<{len(row[3]) // 4}I", row[3])) for row in rows]
+    return sorted(unpacked, key=lambda row: (row[0] or "", row[1]))
+
+
+def _cues_of(database_url: str, video_id: uuid.UUID) -> list[tuple[int, str]]:
+    statement = select(search_cues.c.ordinal, search_cues.c.text).where(search_cues.c.video_id == video_id)
+    return sorted(tuple(row) for row in _table_rows(database_url, statement))
+
+
+@DATABASES
+def test_indexing_again_and_deleting_keep_the_word_table_in_step(
+    run: Callable[[Scenario[Any]], Any], database_url: str
+) -> None:
+    lecture = video("Words")
+    english = cues("Matrix times matrix", "the Matrix", language="en")
+    both = [*cues("행렬 곱", "행렬", language="ko", start=50), *cues("a matrix", language="en", start=1)]
+
+    run(lambda search: search.index_video(lecture, english))
+    first = _words_of(database_url, lecture.id)
+    run(lambda search: search.index_video(lecture, both))
+    second, second_cues = _words_of(database_url, lecture.id), _cues_of(database_url, lecture.id)
+    run(lambda search: search.delete_video(lecture.id))
+
+    assert first == [("en", "matrix", 2, (0, 1)), ("en", "the", 1, (1,)), ("en", "times", 1, (0,))]
+    assert second == [("en", "a", 1, (0,)), ("en", "matrix", 1, (0,)), ("ko", "곱", 1, (1,)), ("ko", "행렬", 2, (1, 2))]
+    assert second_cues == [(0, "a matrix"), (1, "행렬 곱"), (2, "행렬")]
+    assert _words_of(database_url, lecture.id) == [] and _cues_of(database_url, lecture.id) == []
+
+
+@DATABASES
+def test_past_ten_cues_a_word_adds_nothing_more_to_the_rank(run: Callable[[Scenario[Any]], Any]) -> None:
+    nine, ten, thirty = video("Week 1"), video("Week 2"), video("Week 3")
+
+    async def scenario(search: SearchBackend) -> dict[uuid.UUID, float]:
+        for lecture, count in ((nine, 9), (ten, 10), (thirty, 30)):
+            await search.index_video(lecture, cues(*["행렬의 곱"] * count))
+        return {hit.video_id: hit.score for hit in (await search.search("행렬")).hits}
+
+    scores = run(scenario)
+    assert scores[ten.id] == scores[thirty.id] > scores[nine.id]
+
+
+@pytest.mark.parametrize("backend_name", ["postgresql", "opensearch"])
+def test_other_english_forms_of_a_word_are_found_where_the_backend_stems(
+    run: Callable[[Scenario[Any]], Any],
+) -> None:
+    lecture = video("Exercise", language="en")
+
+    async def scenario(search: SearchBackend) -> SearchResult:
+        await search.index_video(lecture, cues("she runs every morning", "nothing here", language="en"))
+        return await search.search("running")
+
+    result = run(scenario)
+    assert ids(result) == [lecture.id]
+    assert [cue.text for cue in result.hits[0].cues] == ["she runs every morning"]
+
+
+@contextmanager
+def _scratch_database(backend_name: str, tmp_path: Path, name: str) -> Iterator[str]:
+    """An empty database of its own, for tests that migrate step by step."""
+    if backend_name == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / name}.db"
+        return
+    if reason := services.postgres_available():
+        services.unavailable(reason)
+    database = services.unique(f"vidpipe_search_{name}")
+    services.create_database(database)
+    try:
+        yield services.pg_url(database)
+    finally:
+        services.drop_database(database)
+
+
+def _library() -> list[tuple[VideoDocument, list[CueDocument]]]:
+    """Videos whose cue ids are not in time order, with two tracks, a tie in time and an empty video."""
+    korean = cues("행렬과 고유값을 배웁니다", "고유값 분해", "행렬식", start=30)
+    english = cues("The matrix is symmetric", "every eigenvalue is real", language="en", start=30)
+    tied = CueDocument(
+        id=next(_cue_ids), track_id=uuid.uuid4(), language="ko", start=30.0, end=31.0, text="행렬 고유값"
+    )
+    return [
+        (video("선형대수 1", language="ko"), [*reversed(korean), *english, tied]),
+        (video("Linear algebra 2", language="en", description="Matrices"), cues("matrix 행렬", language="en")),
+        (video("Empty lecture"), []),
+    ]
+
+
+_CUE_FIELDS = ("id", "track_id", "language", "start", "end", "text")
+
+
+def _write_as_revision_0009(database_url: str, library: list[tuple[VideoDocument, list[CueDocument]]]) -> None:
+    """What the database search wrote before revision 0010: videos and cues, without words or ordinals."""
+    videos = table(
+        "search_videos",
+        column("video_id", Uuid()),
+        *(column(name) for name in ("title", "description", "language", "owner_id", "status", "duration")),
+    )
+    old_cues = table(
+        "search_cues",
+        column("video_id", Uuid()),
+        column("track_id", Uuid()),
+        *(column(name) for name in ("id", "language", "start", "end", "text")),
+    )
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.begin() as connection:
+            for document, its_cues in library:
+                fields = {name: getattr(document, name) for name in ("title", "description", "language", "status")}
+                connection.execute(
+                    insert(videos).values(video_id=document.id, owner_id=None, duration=document.duration, **fields)
+                )
+                for cue in its_cues:
+                    values = {
+                        name: getattr(cue, name) for name in ("id", "track_id", "language", "start", "end", "text")
+                    }
+                    connection.execute(insert(old_cues).values(video_id=document.id, **values))
+    finally:
+        engine.dispose()
+
+
+async def _answers(settings: Settings) -> list[dict[str, Any]]:
+    """The answers a migrated and a freshly indexed library must agree on."""
+    database = open_database(settings)
+    search = DatabaseSearch(database)
+    try:
+        asked = [
+            ("행렬", None),
+            ("고유값 행렬", None),
+            ("값", None),
+            ("matrix", None),
+            ("matrix", "en"),
+            ("행렬", "en"),
+        ]
+        return [
+            (await search.search(query, filters=SearchFilters(language=language), cues_per_video=5)).to_json()
+            for query, language in asked
+        ]
+    finally:
+        await database.dispose()
+
+
+async def _index(settings: Settings, library: list[tuple[VideoDocument, list[CueDocument]]]) -> None:
+    database = open_database(settings)
+    try:
+        for document, its_cues in library:
+            await DatabaseSearch(database).index_video(document, its_cues)
+    finally:
+        await database.dispose()
+
+
+@DATABASES
+def test_the_word_table_migration_fills_in_an_existing_library_and_can_be_undone(
+    backend_name: str, tmp_path: Path
+) -> None:
+    library = _library()
+    with (
+        _scratch_database(backend_name, tmp_path, "migrated") as migrated,
+        _scratch_database(backend_name, tmp_path, "indexed") as indexed,
+    ):
+        upgrade(migrated, "0009")
+        _write_as_revision_0009(migrated, library)
+        upgrade(migrated)
+        upgrade(indexed)
+        asyncio.run(_index(_settings(tmp_path, indexed), library))
+        expected = asyncio.run(_answers(_settings(tmp_path, indexed)))
+        assert [answer["total"] for answer in expected] == [2, 1, 1, 2, 2, 1]
+        assert asyncio.run(_answers(_settings(tmp_path, migrated))) == expected
+
+        command.downgrade(alembic_config(migrated), "0009")
+        assert "search_words" not in inspect(create_engine(sync_url(migrated))).get_table_names()
+        assert _old_cue_index_finds(migrated, "고유값") == 3
+        upgrade(migrated)
+        assert asyncio.run(_answers(_settings(tmp_path, migrated))) == expected
+
+
+def _old_cue_index_finds(database_url: str, needle: str) -> int:
+    """How many cues revision 0004's cue index finds: it must be rebuilt by the downgrade."""
+    if database_url.startswith("sqlite"):
+        statement = sql_text("SELECT count(*) FROM search_cues_fts WHERE search_cues_fts MATCH :phrase")
+        return int(_table_rows(database_url, statement.bindparams(phrase=f'"{needle}"'))[0][0])
+    statement = sql_text("SELECT count(*) FROM search_cues WHERE text_folded LIKE :pattern")
+    return int(_table_rows(database_url, statement.bindparams(pattern=f"%{needle}%"))[0][0])
+
+
+@DATABASES
+def test_the_search_tables_the_migrations_make_agree_with_the_models(backend_name: str, tmp_path: Path) -> None:
+    with _scratch_database(backend_name, tmp_path, "schema") as url:
+        upgrade(url)
+        engine = create_engine(sync_url(url))
+        try:
+            with engine.connect() as connection:
+                differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        finally:
+            engine.dispose()
+    assert [difference for difference in differences if _about_search_tables(difference)] == []
+
+
+def _about_search_tables(difference: Any) -> bool:
+    """Whether an autogenerate difference concerns a search table, less what SQL made by hand."""
+    if isinstance(difference, list):
+        return any(_about_search_tables(item) for item in difference)
+    kind, subject = difference[0], difference[1]
+    if kind.endswith("_index"):
+        return subject.table.name.startswith("search_") and subject.name not in _HAND_MADE_INDEXES
+    if kind.endswith("_table"):
+        return subject.name in ("search_videos", "search_cues", "search_words")
+    table_name, column_name = difference[2], difference[3]
+    column_name = getattr(column_name, "name", column_name)
+    return table_name.startswith("search_") and column_name != "text_vector"
 
 
 # --- hostile and invalid input --------------------------------------------------------------

@@ -96,6 +96,15 @@ def parse_query(query: str) -> list[Term]:
     return [Term(word=word, needle=stem(word)) for word in words[:MAX_TERMS]]
 
 
+def text_words(text: str) -> set[str]:
+    """The distinct lower-cased words of a cleaned text, split on whitespace as queries are.
+
+    A term never contains whitespace, so it occurs in ``text`` exactly when it occurs in one
+    of these words: the database search looks terms up among a video's words, not its cues.
+    """
+    return set(text.lower().split())
+
+
 def stem(word: str) -> str:
     """Strip one common English suffix from an ASCII word, keeping at least four letters.
 
