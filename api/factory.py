@@ -7,12 +7,14 @@ work runs in ``vidpipe worker`` processes, never inside the API processes.
 
 from __future__ import annotations
 
+from functools import partial
+
 from litestar import Litestar
 
 from api.app import create_app
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
-from workers.broker import DramatiqDispatcher, build_broker
+from workers.broker import DramatiqDispatcher, build_broker, queue_depths
 
 
 def app_from_environment() -> Litestar:
@@ -23,6 +25,6 @@ def app_from_environment() -> Litestar:
             "An API served from several processes needs VIDPIPE_BROKER_URL=redis://…", code="config.broker_url"
         )
     broker = build_broker(settings)
-    app = create_app(settings, DramatiqDispatcher(broker))
+    app = create_app(settings, DramatiqDispatcher(broker), queue_depths=partial(queue_depths, broker))
     app.on_shutdown.append(broker.close)
     return app

@@ -46,7 +46,7 @@ def test_the_scheduler_takes_a_dropped_file_and_a_worker_processes_it(backend: B
     found = json.loads(vidpipe(backend, "search", "orthogonal", "--json").stdout)
     assert found["total"] == 1
     queues = jobs_json(backend)["queues"]
-    assert set(queues) == {"ingest", "thumbnails", "subtitles", "index"}
+    assert set(queues) == {"ingest", "thumbnails", "subtitles", "index", "notifications"}
 
 
 def test_jobs_show_retry_and_cancel_from_the_command_line(backend: Backend, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import click
 import dramatiq
 
+from pipeline import logs
 from pipeline.errors import ConfigurationError, VidpipeError
 from pipeline.runtime import Runtime, prepare_database
 from pipeline.settings import Settings
@@ -19,10 +21,9 @@ logger = logging.getLogger(__name__)
 
 
 def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    """vidpipe's one log format (``VIDPIPE_LOG_FORMAT``) on standard error, for every command."""
+    logs.configure_logging(
+        logs.log_format_from_env(os.environ), level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr
     )
     if not verbose:
         logging.getLogger("dramatiq").setLevel(logging.ERROR)

@@ -2,17 +2,28 @@
 
 On the embedded default (``memory://`` broker) the same process also runs the stage workers
 and the scheduler, so one command serves a complete system on a laptop.
+
+Uvicorn logs through vidpipe's own handler (``VIDPIPE_LOG_FORMAT``) in every API process, and
+its access log is off: the API writes one line per request itself, with the request's id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
 
 import click
 from litestar import Litestar
 
+from pipeline import logs
 from pipeline.cli.app import load_settings, open_pipeline
+from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +43,7 @@ def api(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from api.app import create_app
-    from workers.broker import DramatiqDispatcher
+    from workers.broker import DramatiqDispatcher, queue_depths
 
     logging.getLogger("pipeline").setLevel(logging.INFO)
     logging.getLogger("api").setLevel(logging.INFO)
@@ -44,13 +55,21 @@ def api(host: str, port: int, workers: int) -> None:
                 "process would run its own stage workers and scheduler over one SQLite file."
             )
         # Each process builds its own app (and broker connection) from the same environment.
-        uvicorn.run(
-            "api.factory:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="info"
-        )
+        with _metrics_shared_between_processes():
+            uvicorn.run(
+                "api.factory:app_from_environment",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                **_uvicorn_logging(settings),
+            )
         return
     with open_pipeline(settings) as pipeline:
-        app = create_app(settings, DramatiqDispatcher(pipeline.broker))
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on"))
+        app = create_app(
+            settings, DramatiqDispatcher(pipeline.broker), queue_depths=lambda: queue_depths(pipeline.broker)
+        )
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **_uvicorn_logging(settings)))
 
         async def serve() -> None:
             if not pipeline.in_process:
@@ -75,3 +94,29 @@ async def _scheduler(app: Litestar, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.1)
     if not stop.is_set():
         await run_periodically(app.state.runtime, 15.0, 10.0, once=False, stop=stop)
+
+
+def _uvicorn_logging(settings: Settings) -> dict[str, Any]:
+    """Uvicorn's logging options: this process's levels and vidpipe's handler, applied in each API process."""
+    levels = {name: logging.getLogger(name).level for name in ("", "pipeline", "api", "dramatiq")}
+    return {"log_config": logs.dict_config(settings.log_format, levels), "log_level": "info", "access_log": False}
+
+
+@contextlib.contextmanager
+def _metrics_shared_between_processes() -> Iterator[None]:
+    """Let several API processes add up their request metrics (prometheus_client's multiprocess mode).
+
+    Each process writes its numbers to files in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``
+    reads them all. A folder the operator set is used as it is (it must be empty at start);
+    otherwise a fresh one lives as long as the server.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="vidpipe-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(folder, ignore_errors=True)
