@@ -2,7 +2,8 @@
 
 Routes live under ``/api/v1`` on two routers. The guarded router puts every handler behind
 the bearer access guard; a handler is public only by being mounted on the public router
-(register, login, refresh, the OpenAPI document). Health checks stay at ``/health``.
+(register, login, refresh, the OpenAPI document). Health checks stay at ``/health``, and
+Prometheus metrics at ``/metrics`` (see :mod:`api.metrics`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,19 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api.admin import AdminUsersController
+from api.apikeys import ServiceAccountsController
 from api.auth.guard import SECURITY, require_access_token
-from api.auth.ratelimit import RateLimiter
+from api.auth.ratelimit import open_rate_limiter
 from api.auth.routes import PublicAuthController, SessionController, UsersController, provide_session
-from api.errors import exception_handlers
+from api.errors import document_errors, exception_handlers
 from api.health import HealthController
 from api.jobs import JobsController
+from api.metrics import QueueDepths, RequestIdMiddleware, http_metrics_middleware, metrics_route
 from api.search import SearchController
+from api.video_edits import VideoEditsController
+from api.videos import SignedController, VideosController
+from api.webhooks import WebhooksController
 from pipeline.dispatch import Dispatcher
 from pipeline.runtime import Runtime, prepare_database
 from pipeline.settings import Settings
@@ -37,28 +44,37 @@ API_PREFIX = "/api/v1"
 AUTH_ATTEMPTS_PER_MINUTE = 10
 
 
-def create_app(settings: Settings, dispatcher: Dispatcher) -> Litestar:
-    """Build the API for ``settings``; the runtime is opened on start-up inside the server's loop."""
+def create_app(settings: Settings, dispatcher: Dispatcher, *, queue_depths: QueueDepths | None = None) -> Litestar:
+    """Build the API for ``settings``; the runtime is opened on start-up inside the server's loop.
+
+    ``queue_depths`` reads the broker's queues for ``/metrics``; without it, no queue depth is shown.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         prepare_database(settings)
         runtime = Runtime.build(settings, dispatcher)
         app.state.runtime = runtime
+        document_errors(app.openapi_schema)
         logger.info("The API is serving with %s.", runtime.storage.description)
         try:
             yield
         finally:
+            app.state.auth_limiter.close()
             await runtime.close()
 
     return Litestar(
-        route_handlers=[HealthController, _public_router(), _guarded_router()],
+        route_handlers=[HealthController, metrics_route(queue_depths), _public_router(), _guarded_router()],
         lifespan=[lifespan],
+        middleware=[RequestIdMiddleware(), http_metrics_middleware()],
+        # Logging belongs to the process (pipeline.logs), not to the app: Litestar's default would
+        # replace the root logger's handler with its own format.
+        logging_config=None,
         dependencies={"db": Provide(provide_session)},
         exception_handlers=exception_handlers(),
         openapi_config=_openapi_config(),
         cors_config=_cors_config(settings),
-        state=State({"auth_limiter": RateLimiter(AUTH_ATTEMPTS_PER_MINUTE, 60.0)}),
+        state=State({"auth_limiter": open_rate_limiter(settings, AUTH_ATTEMPTS_PER_MINUTE, 60.0)}),
         debug=False,
     )
 
@@ -70,13 +86,23 @@ def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 def _public_router() -> Router:
-    return Router(path=API_PREFIX, route_handlers=[PublicAuthController, openapi_document])
+    return Router(path=API_PREFIX, route_handlers=[PublicAuthController, SignedController, openapi_document])
 
 
 def _guarded_router() -> Router:
     return Router(
         path=API_PREFIX,
-        route_handlers=[SessionController, UsersController, JobsController, SearchController],
+        route_handlers=[
+            SessionController,
+            UsersController,
+            JobsController,
+            SearchController,
+            AdminUsersController,
+            ServiceAccountsController,
+            WebhooksController,
+            VideoEditsController,
+            VideosController,
+        ],
         guards=[require_access_token],
         security=SECURITY,
     )
@@ -90,7 +116,7 @@ def _cors_config(settings: Settings) -> CORSConfig | None:
         allow_origins=list(settings.cors_origins),
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match", "X-API-Key"],
-        expose_headers=["ETag", "Location", "Retry-After"],
+        expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
         allow_credentials=False,
         max_age=600,
     )
@@ -102,8 +128,17 @@ def _openapi_config() -> OpenAPIConfig:
         version="1",
         description="Upload lecture videos and follow their processing; all routes but a few need a bearer token.",
         path=f"{API_PREFIX}/docs",
+        use_handler_docstrings=True,
         render_plugins=[ScalarRenderPlugin(path="/")],
         components=Components(
-            security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+                "apiKey": SecurityScheme(
+                    type="apiKey",
+                    name="X-API-Key",
+                    security_scheme_in="header",
+                    description="A service account's API key (vpk_…); it may also be sent as a bearer token.",
+                ),
+            }
         ),
     )

@@ -6,8 +6,12 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 import pipeline.accounts  # declares the refresh token and login event tables on the same metadata
+import pipeline.apikeys  # declares the API key table on the same metadata
 import pipeline.dropfolder.models  # declares the drops table on the same metadata
-import pipeline.search.database  # noqa: F401  (declares the search tables on the same metadata)
+import pipeline.email  # declares the email outbox table on the same metadata
+import pipeline.search.database  # declares the search tables on the same metadata
+import pipeline.uploads  # declares the upload and idempotency key tables on the same metadata
+import pipeline.webhooks  # noqa: F401  (declares the webhook and delivery tables on the same metadata)
 from pipeline.db.models import Base
 
 config = context.config

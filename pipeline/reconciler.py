@@ -9,7 +9,10 @@ It finds work the broker lost and hands it out again:
   attempt) has its message sent again — Redis may have restarted empty. A duplicate of a
   message that was not lost costs nothing: the stage runner's claim ignores it;
 - a ``pending`` stage whose prerequisites all succeeded (a worker died between recording a
-  success and queueing what follows) is queued.
+  success and queueing what follows) is queued;
+- an active job whose every stage succeeded (written by an older release that recorded the
+  last stage and the job's end in two transactions) is marked succeeded;
+- webhook deliveries whose message was lost are sent again (:mod:`pipeline.webhooks`).
 
 Every decision is logged with its reason.
 """
@@ -26,8 +29,9 @@ from sqlalchemy import or_, select, update
 from pipeline.db.models import Job, StageRun, utcnow
 from pipeline.jobs import queue_ready_stages
 from pipeline.runtime import Runtime
-from pipeline.stages.runner import fail_stage, requeue_running
+from pipeline.stages.runner import fail_stage, finish_job, requeue_running
 from pipeline.states import JobStatus, Stage, StageStatus
+from pipeline.webhooks import announce_job_event, resend_lost_deliveries
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +44,19 @@ class ReconcileReport:
     resent_lost: list[tuple[uuid.UUID, str]] = field(default_factory=list)
     queued_waiting: list[tuple[uuid.UUID, str]] = field(default_factory=list)
     failed_lost: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+    finished: list[uuid.UUID] = field(default_factory=list)
+    resent_deliveries: int = 0
 
     @property
     def total(self) -> int:
-        return len(self.requeued_stale) + len(self.resent_lost) + len(self.queued_waiting) + len(self.failed_lost)
+        return (
+            len(self.requeued_stale)
+            + len(self.resent_lost)
+            + len(self.queued_waiting)
+            + len(self.failed_lost)
+            + len(self.finished)
+            + self.resent_deliveries
+        )
 
 
 async def reconcile(runtime: Runtime) -> ReconcileReport:
@@ -52,14 +65,19 @@ async def reconcile(runtime: Runtime) -> ReconcileReport:
     await _requeue_stale(runtime, report)
     await _resend_lost(runtime, report)
     await _queue_waiting(runtime, report)
+    await _finish_done(runtime, report)
+    report.resent_deliveries = await resend_lost_deliveries(runtime)
     if report.total:
         logger.info(
             "Reconciler: %d stale running stages re-queued, %d lost messages re-sent, %d waiting stages queued, "
-            "%d stages failed after losing their worker too often.",
+            "%d stages failed after losing their worker too often, %d finished jobs closed, "
+            "%d webhook deliveries re-sent.",
             len(report.requeued_stale),
             len(report.resent_lost),
             len(report.queued_waiting),
             len(report.failed_lost),
+            len(report.finished),
+            report.resent_deliveries,
         )
     return report
 
@@ -154,3 +172,20 @@ async def _queue_waiting(runtime: Runtime, report: ReconcileReport) -> None:
             )
             runtime.dispatcher.send(job_id, stage)
             report.queued_waiting.append((job_id, stage.value))
+
+
+async def _finish_done(runtime: Runtime, report: ReconcileReport) -> None:
+    stages = select(StageRun.job_id).where(StageRun.job_id == Job.id)
+    unfinished = stages.where(StageRun.status != StageStatus.SUCCEEDED.value).exists()
+    async with runtime.database.sessions() as session:
+        job_ids = list(
+            await session.scalars(select(Job.id).where(Job.status.in_(_ACTIVE_JOBS), stages.exists(), ~unfinished))
+        )
+    for job_id in job_ids:
+        async with runtime.database.sessions() as session:
+            finished = await finish_job(session, job_id)
+            await session.commit()
+        if finished:
+            logger.warning("Job %s was still active although every stage had succeeded; it is finished now.", job_id)
+            report.finished.append(job_id)
+            await announce_job_event(runtime, job_id)

@@ -105,10 +105,18 @@ class Settings:
     webhook_allowed_hosts: tuple[str, ...] = ()
     """Hosts webhooks may reach even when they resolve to private, loopback or link-local
     addresses; by default webhooks go to public addresses only."""
+    webhook_retry_ms: int = 10_000
+    """The delay before a failed webhook delivery's second attempt; each later one waits six times
+    longer than the one before, up to six hours."""
+    webhook_max_attempts: int = 8
+    """Attempts of one webhook delivery before it is given up."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API; empty turns CORS off."""
     log_format: str = "text"
     """``text`` (readable) or ``json`` (one object per line)."""
+    metrics_token: str | None = field(default=None, repr=False)
+    """When set, ``/metrics`` answers only requests bearing it (``Authorization: Bearer …``);
+    unset, it is public, as usual inside a cluster whose network keeps it private."""
 
     @property
     def is_embedded(self) -> bool:
@@ -179,8 +187,11 @@ class Settings:
             quota_bytes=_integer("VIDPIPE_QUOTA_MB", get("QUOTA_MB", "51200"), minimum=1) * _MB,
             quota_videos=_integer("VIDPIPE_QUOTA_VIDEOS", get("QUOTA_VIDEOS", "500"), minimum=1),
             webhook_allowed_hosts=_list(get("WEBHOOK_ALLOWED_HOSTS")),
+            webhook_retry_ms=_integer("VIDPIPE_WEBHOOK_RETRY_MS", get("WEBHOOK_RETRY_MS", "10000"), minimum=1),
+            webhook_max_attempts=_integer("VIDPIPE_WEBHOOK_MAX_ATTEMPTS", get("WEBHOOK_MAX_ATTEMPTS", "8"), minimum=1),
             cors_origins=_list(get("CORS_ORIGINS")),
             log_format=_choice("VIDPIPE_LOG_FORMAT", get("LOG_FORMAT", "text"), _LOG_FORMATS),
+            metrics_token=get("METRICS_TOKEN"),
         )
         settings.validate()
         return settings

@@ -23,7 +23,7 @@ from pipeline.runtime import Runtime
 from pipeline.submit import submit_file
 from tests import mediagen, services
 from tests.conftest import SERVICES_ONLY, Backend
-from tests.harness import open_pipeline, report, with_runtime
+from tests.harness import open_pipeline, process, report, with_runtime
 
 FAST_RECOVERY = {
     "VIDPIPE_HEARTBEAT_MS": "300",
@@ -187,6 +187,35 @@ def test_jobs_finish_when_database_connections_are_cut_during_processing(backend
         results = with_runtime(pipeline, scenario)
 
     assert [r["job"]["status"] for r in results] == ["succeeded"] * 3
+
+
+def test_the_reconciler_closes_a_job_whose_every_stage_succeeded(backend: Backend, tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from pipeline.db.models import Job, Video
+
+    video = mediagen.make_video(tmp_path / "lecture.mp4", duration=1.0)
+    with open_pipeline(backend.settings()) as pipeline:
+
+        async def scenario(runtime: Runtime) -> tuple[dict[str, object], dict[str, object]]:
+            done = await process(runtime, video)
+            job_id = uuid.UUID(str(done["job"]["id"]))  # type: ignore[index]
+            # What a worker that died between recording the last stage and the job's end left behind.
+            async with runtime.database.sessions() as session:
+                await session.execute(update(Job).where(Job.id == job_id).values(status="running", finished_at=None))
+                await session.execute(update(Video).values(status="processing"))
+                await session.commit()
+            stuck = await report(runtime, job_id)
+            reconciled = await reconcile(runtime)
+            assert reconciled.finished == [job_id]
+            assert (await reconcile(runtime)).finished == [], "a second pass finds nothing to do"
+            return stuck, await report(runtime, job_id)
+
+        stuck, after = with_runtime(pipeline, scenario)
+
+    assert stuck["job"]["status"] == "running"  # type: ignore[index]
+    assert after["job"]["status"] == "succeeded"  # type: ignore[index]
+    assert after["video"]["status"] == "ready"  # type: ignore[index]
 
 
 def test_cancelling_a_job_stops_its_running_ffmpeg_and_starts_nothing_after(backend: Backend, tmp_path: Path) -> None:

@@ -21,13 +21,16 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.db.models import Job, StageRun, Video, utcnow
 from pipeline.errors import PermanentError, TransientError, VidpipeError
 from pipeline.jobs import backoff_ms, move_job, move_stage, queue_ready_stages
+from pipeline.logs import bind_log_context, log_context
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.states import GRAPH, JOB_TERMINAL, JobStatus, Stage, StageStatus, VideoStatus, dependents
+from pipeline.webhooks import announce_job_event
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +67,20 @@ StageFunction = Callable[[StageContext], Coroutine[Any, Any, None]]
 
 
 async def run_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, work: StageFunction) -> None:
-    """Run ``stage`` of ``job_id`` with ``work`` if this call wins the claim."""
+    """Run ``stage`` of ``job_id`` with ``work`` if this call wins the claim.
+
+    Every log line of the stage's work, in this task and the ones it starts, carries the job id,
+    the video id (once claimed) and the stage.
+    """
+    with log_context(job_id=job_id, stage=stage.value):
+        await _run_stage(runtime, job_id, stage, work)
+
+
+async def _run_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, work: StageFunction) -> None:
     context = await _claim(runtime, job_id, stage)
     if context is None:
         return
+    bind_log_context(video_id=context.video_id)
     started = time.monotonic()
     limit = stage_time_limit(runtime.settings, stage, context.duration)
     logger.info("Stage %s of job %s started (attempt %d, limit %.0f s).", stage, job_id, context.attempt, limit)
@@ -153,6 +166,8 @@ async def _claim(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> StageCont
         job_status, video_id, stage_status, attempts, duration = found
         if JobStatus(job_status) in JOB_TERMINAL:
             logger.info("Stage %s of job %s is not run: the job is already %s.", stage, job_id, job_status)
+            # A cancel made through the API or CLI recorded webhook deliveries; a runner announces them.
+            await announce_job_event(runtime, job_id)
             return None
         if not await move_stage(
             session,
@@ -213,29 +228,35 @@ async def _cancelled(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
     async with runtime.database.sessions() as session:
         await move_stage(session, job_id, stage, StageStatus.CANCELLED, only_from=[StageStatus.RUNNING])
         await session.commit()
+    await announce_job_event(runtime, job_id)
 
 
 async def _succeed(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
+    """Record the stage's success together with what follows from it, in one transaction.
+
+    The stages it unblocks are queued, or the job ends when it was the last one: a connection
+    lost between the two would otherwise leave the stage succeeded and the job running, and a
+    redelivered message for a succeeded stage is ignored.
+    """
     async with runtime.database.sessions() as session:
         await move_stage(session, job_id, stage, StageStatus.SUCCEEDED, progress=100.0)
-        await session.commit()
-    if not dependents(stage):
-        await _finish_job(runtime, job_id)
-        return
-    async with runtime.database.sessions() as session:
-        ready = await queue_ready_stages(session, job_id)
+        ready = await queue_ready_stages(session, job_id) if dependents(stage) else []
+        finished = not dependents(stage) and await finish_job(session, job_id)
         await session.commit()
     for follower in ready:
         runtime.dispatcher.send(job_id, follower)
+    if finished:
+        await announce_job_event(runtime, job_id)
 
 
-async def _finish_job(runtime: Runtime, job_id: uuid.UUID) -> None:
-    async with runtime.database.sessions() as session:
-        if await move_job(session, job_id, JobStatus.SUCCEEDED):
-            video_id = await session.scalar(select(Job.video_id).where(Job.id == job_id))
-            await session.execute(update(Video).where(Video.id == video_id).values(status=VideoStatus.READY.value))
-            logger.info("Job %s succeeded; video %s is ready.", job_id, video_id)
-        await session.commit()
+async def finish_job(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """Mark the job succeeded and its video ready, in the caller's transaction; ``False`` if it had ended."""
+    if not await move_job(session, job_id, JobStatus.SUCCEEDED):
+        return False
+    video_id = await session.scalar(select(Job.video_id).where(Job.id == job_id))
+    await session.execute(update(Video).where(Video.id == video_id).values(status=VideoStatus.READY.value))
+    logger.info("Job %s succeeded; video %s is ready.", job_id, video_id)
+    return True
 
 
 async def fail_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, code: str, message: str) -> None:
@@ -255,6 +276,7 @@ async def fail_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, code: st
             video_id = await session.scalar(select(Job.video_id).where(Job.id == job_id))
             await session.execute(update(Video).where(Video.id == video_id).values(status=VideoStatus.FAILED.value))
         await session.commit()
+    await announce_job_event(runtime, job_id)
 
 
 async def _retry_or_fail(runtime: Runtime, context: StageContext, code: str, message: str) -> None:
