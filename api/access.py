@@ -14,7 +14,6 @@ from typing import Any
 from litestar import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.auth import service
 from api.auth.guard import claims_of
 from pipeline.db.models import Video
 from pipeline.errors import NotFound
@@ -32,10 +31,10 @@ class Viewer:
         return self.is_admin or owner_id == self.user_id
 
 
-async def viewer_of(request: Request[Any, Any, Any], db: AsyncSession) -> Viewer:
-    """The caller of a guarded request, with the role read fresh from the database."""
-    user = await service.get_user(db, claims_of(request).user_id)
-    return Viewer(user_id=user.id, is_admin=user.role == "admin")
+def viewer_of(request: Request[Any, Any, Any]) -> Viewer:
+    """The caller of a guarded request, with the role the guard read for this request."""
+    caller = claims_of(request)
+    return Viewer(user_id=caller.user_id, is_admin=caller.is_admin)
 
 
 async def visible_video(db: AsyncSession, viewer: Viewer, video_id: uuid.UUID) -> Video:

@@ -14,20 +14,22 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.access import Viewer, viewer_of
+from api.jobcache import JobViewCache
 from pipeline.db.models import Job
 from pipeline.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from pipeline.jobs import cancel_job, load_job, retry_job
-from pipeline.reports import job_summary, stage_report
+from pipeline.reports import job_summary, read_job_view, stage_report
 from pipeline.runtime import Runtime
 from pipeline.states import JOB_TERMINAL, JobStatus, Stage
 
@@ -64,10 +66,48 @@ async def visible_job(db: AsyncSession, viewer: Viewer, job_id: uuid.UUID) -> Jo
     return job
 
 
+async def _visible_view(db: AsyncSession, viewer: Viewer, job_id: uuid.UUID) -> dict[str, Any]:
+    """The job view for a poller, read in one database round trip.
+
+    This is the route clients poll, so it reads plain rows (the job, its stage runs and its
+    video's owner together) instead of loading objects query by query.
+    """
+    read = await read_job_view(db, job_id)
+    if read is None or not viewer.may_see(read.owner_id):
+        raise NotFound(f"There is no job {job_id}.", code="job.not_found")
+    return read.body
+
+
+@dataclass(frozen=True)
+class PolledView:
+    """A job view as the polled route sends it: encoded and tagged once per read, not per request."""
+
+    encoded: bytes
+    etag: str
+
+
+async def _polled_view(runtime: Runtime, viewer: Viewer, job_id: uuid.UUID) -> PolledView:
+    async with runtime.database.sessions() as session:
+        body = await _visible_view(session, viewer, job_id)
+    return PolledView(encoded=msgspec.json.encode(body), etag=etag_of(body))
+
+
+def _job_views(request: AnyRequest) -> JobViewCache[PolledView]:
+    """This process's cache of job views, made on first use."""
+    state = request.app.state
+    if "job_views" not in state:
+        state["job_views"] = JobViewCache[PolledView]()
+    cache: JobViewCache[PolledView] = state["job_views"]
+    return cache
+
+
 async def _fresh_view(runtime: Runtime, job_id: uuid.UUID) -> dict[str, Any]:
     # A new session per poll: a long-lived one could keep reading an old snapshot.
     async with runtime.database.sessions() as session:
-        return job_view(await load_job(session, job_id))
+        read = await read_job_view(session, job_id)
+    if read is None:
+        raise NotFound(f"There is no job {job_id}.", code="job.not_found")
+    return read.body
 
 
 async def _wait_for_change(runtime: Runtime, job_id: uuid.UUID, seen: str, wait: float) -> dict[str, Any] | None:
@@ -119,27 +159,22 @@ class JobsController(Controller):
 
     @get("/{job_id:uuid}")
     async def read(
-        self,
-        request: AnyRequest,
-        job_id: FromPath[uuid.UUID],
-        db: NamedDependency[AsyncSession],
-        wait: FromQuery[float] = 0.0,
+        self, request: AnyRequest, job_id: FromPath[uuid.UUID], wait: FromQuery[float] = 0.0
     ) -> Response[Any]:
         """The job and its stages, with an ETag.
 
         With ``If-None-Match`` the answer is 304 while the job is unchanged; adding ``wait``
         (seconds, at most 30) holds the request until the job changes or the time runs out.
         """
-        body = job_view(await visible_job(db, await viewer_of(request, db), job_id))
-        etag = etag_of(body)
+        viewer = viewer_of(request)
+        runtime: Runtime = request.app.state.runtime
+        view = await _job_views(request).get(job_id, viewer.user_id, lambda: _polled_view(runtime, viewer, job_id))
+        etag = view.etag
         seen = request.headers.get("if-none-match")
         if seen != etag:
-            return _answer(body, etag)
+            return Response(content=view.encoded, media_type=MediaType.JSON, headers={"ETag": etag})
         if wait <= 0:
             return _answer(None, etag)
-        # End the request's transaction so the polls below are not the only readers holding one.
-        await db.rollback()
-        runtime: Runtime = request.app.state.runtime
         return _answer(await _wait_for_change(runtime, job_id, seen, min(wait, MAX_WAIT_SECONDS)), etag)
 
     @post("/{job_id:uuid}/retry", status_code=202)
@@ -151,7 +186,7 @@ class JobsController(Controller):
         data: JSONBody[RetryRequest | None] = None,
     ) -> dict[str, Any]:
         """Run a finished job again: every stage, or ``stage`` and what depends on it."""
-        viewer = await viewer_of(request, db)
+        viewer = viewer_of(request)
         await visible_job(db, viewer, job_id)
         stage = _parse_stage(data.stage if data else None)
         runtime: Runtime = request.app.state.runtime
@@ -159,6 +194,7 @@ class JobsController(Controller):
             await retry_job(db, runtime.dispatcher, job_id, stage)
         except InvalidTransition:
             raise Conflict("The job has not ended, so it cannot be retried yet.", code="job.not_finished") from None
+        _job_views(request).forget(job_id)
         logger.info("Job %s was queued again by user %s.", job_id, viewer.user_id)
         return job_view(await load_job(db, job_id))
 
@@ -167,10 +203,11 @@ class JobsController(Controller):
         self, request: AnyRequest, job_id: FromPath[uuid.UUID], db: NamedDependency[AsyncSession]
     ) -> dict[str, Any]:
         """Cancel a job that has not ended; a running stage stops within a heartbeat."""
-        await visible_job(db, await viewer_of(request, db), job_id)
+        await visible_job(db, viewer_of(request), job_id)
         if not await cancel_job(db, job_id):
             raise Conflict("The job has already ended.", code="job.already_finished")
         await db.commit()
+        _job_views(request).forget(job_id)
         return job_view(await load_job(db, job_id))
 
     @get("/{job_id:uuid}/events")
@@ -178,7 +215,7 @@ class JobsController(Controller):
         self, request: AnyRequest, job_id: FromPath[uuid.UUID], db: NamedDependency[AsyncSession]
     ) -> ServerSentEvent:
         """Server-Sent Events: a ``job`` event with the job on every change, until it ends."""
-        await visible_job(db, await viewer_of(request, db), job_id)
+        await visible_job(db, viewer_of(request), job_id)
         await db.rollback()
         runtime: Runtime = request.app.state.runtime
         return ServerSentEvent(_job_events(runtime, job_id))

@@ -51,7 +51,7 @@ class SearchController(Controller):
         per_page: FromQuery[int] = 20,
     ) -> dict[str, Any]:
         """Videos whose cues match every word of ``q``, best first, with highlighted cues."""
-        viewer = await viewer_of(request, db)
+        viewer = viewer_of(request)
         runtime: Runtime = request.app.state.runtime
         visible_to = None if viewer.is_admin else viewer.user_id
         filters = SearchFilters(language=language, visible_to=visible_to)
@@ -63,7 +63,7 @@ class SearchController(Controller):
         self, request: AnyRequest, db: NamedDependency[AsyncSession], q: FromQuery[str]
     ) -> dict[str, Any]:
         """Titles that start with ``q`` or have a word starting with it, for type-ahead."""
-        viewer = await viewer_of(request, db)
+        viewer = viewer_of(request)
         runtime: Runtime = request.app.state.runtime
         # TODO(visibility): suggest() takes no filters, so suggestions are filtered after the backend's limit
         # and a member can get fewer than the limit while other accounts' titles exist.

@@ -110,7 +110,7 @@ def _too_large(request: AnyRequest, exc: Exception) -> Response[ErrorBody]:
 
 async def _video(request: AnyRequest, db: AsyncSession, video_id: uuid.UUID) -> tuple[Viewer, Video]:
     """The caller and the video they may see; the request's read transaction ends here."""
-    viewer = await viewer_of(request, db)
+    viewer = viewer_of(request)
     video = await visible_video(db, viewer, video_id)
     # The edit runs in sessions of its own; this one must not hold a snapshot meanwhile.
     await db.rollback()
@@ -171,7 +171,7 @@ class VideoEditsController(Controller):
         self, request: AnyRequest, video_id: FromPath[uuid.UUID], db: NamedDependency[AsyncSession]
     ) -> list[SubtitleTrackView]:
         """The video's subtitle tracks, oldest first, with their status, cue count and any error."""
-        viewer = await viewer_of(request, db)
+        viewer = viewer_of(request)
         await visible_video(db, viewer, video_id)
         return [track_view(request, video_id, track) for track in await edits.list_tracks(db, video_id)]
 
@@ -219,7 +219,7 @@ class VideoEditsController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> Response[bytes]:
         """The track normalised to WebVTT, at ``{track_id}.vtt``; 409 ``subtitles.not_ready`` until it is ready."""
-        viewer = await viewer_of(request, db)
+        viewer = viewer_of(request)
         await visible_video(db, viewer, video_id)
         track = await edits.get_track(db, video_id, _track_id(video_id, vtt_name))
         if track.status != "ready" or not track.vtt_key:

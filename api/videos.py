@@ -381,7 +381,7 @@ class VideosController(Controller):
         video and upload. Past ``VIDPIPE_MAX_UPLOAD_MB`` the answer is 413 ``upload.too_large``;
         past the member's quota, 409 ``quota.videos_exceeded`` or ``quota.bytes_exceeded``.
         """
-        viewer = await viewer_of(request, db)
+        viewer = viewer_of(request)
         runtime = _runtime(request)
         announced = await uploads.announce(
             db,
@@ -415,7 +415,7 @@ class VideosController(Controller):
         Filter with ``status`` (``awaiting_upload``, ``pending``, ``processing``, ``ready``,
         ``failed``); follow ``next_cursor`` for the next page.
         """
-        viewer = await viewer_of(request, db)
+        viewer = viewer_of(request)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}.", code="video.invalid_limit")
         query = select(Video).order_by(Video.created_at.desc(), Video.id.desc()).limit(limit + 1)
@@ -443,7 +443,7 @@ class VideosController(Controller):
         Image and subtitle URLs are presigned (S3) or signed by this API (local store) and
         stop working at ``urls_expire_at``.
         """
-        video = await visible_video(db, await viewer_of(request, db), video_id)
+        video = await visible_video(db, viewer_of(request), video_id)
         return await video_view(_runtime(request), db, video)
 
     @get("/{video_id:uuid}/uploads")
@@ -451,7 +451,7 @@ class VideosController(Controller):
         self, request: AnyRequest, video_id: FromPath[uuid.UUID], db: NamedDependency[AsyncSession]
     ) -> UploadView:
         """Where to send the bytes of a pending upload, with fresh URLs (the announcement's may have expired)."""
-        video = await visible_video(db, await viewer_of(request, db), video_id)
+        video = await visible_video(db, viewer_of(request), video_id)
         upload = await uploads.find_upload(db, video)
         uploads.require_pending(upload)
         runtime = _runtime(request)
@@ -466,7 +466,7 @@ class VideosController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> PartUrlsView:
         """URLs for more parts of a multipart upload (at most 1000 part numbers at a time)."""
-        video = await visible_video(db, await viewer_of(request, db), video_id)
+        video = await visible_video(db, viewer_of(request), video_id)
         upload = await uploads.find_upload(db, video)
         runtime = _runtime(request)
         links = Links(runtime.settings, runtime.storage)
@@ -480,7 +480,7 @@ class VideosController(Controller):
         self, request: AnyRequest, video_id: FromPath[uuid.UUID], db: NamedDependency[AsyncSession]
     ) -> UploadedPartsView:
         """The parts uploaded so far, with their sizes and ETags, so an interrupted client can resume."""
-        video = await visible_video(db, await viewer_of(request, db), video_id)
+        video = await visible_video(db, viewer_of(request), video_id)
         upload = await uploads.find_upload(db, video)
         held = await uploads.uploaded_parts(_runtime(request).storage, upload)
         return UploadedPartsView(
@@ -503,7 +503,7 @@ class VideosController(Controller):
         409 ``upload.incomplete`` or ``upload.parts_missing`` while bytes are missing; 422
         ``upload.size_mismatch`` when they differ from the announced size.
         """
-        video = await visible_video(db, await viewer_of(request, db), video_id)
+        video = await visible_video(db, viewer_of(request), video_id)
         upload = await uploads.find_upload(db, video)
         parts = None
         if data is not None and data.parts is not None:
@@ -516,7 +516,7 @@ class VideosController(Controller):
         self, request: AnyRequest, video_id: FromPath[uuid.UUID], db: NamedDependency[AsyncSession]
     ) -> None:
         """Abandon a pending upload: its parts and bytes go, and so does the announced video."""
-        video = await visible_video(db, await viewer_of(request, db), video_id)
+        video = await visible_video(db, viewer_of(request), video_id)
         upload = await uploads.find_upload(db, video)
         await uploads.abort(db, _runtime(request), video, upload)
 
@@ -529,7 +529,7 @@ class VideosController(Controller):
         The body is written to storage as it arrives, never held whole; it must have exactly the
         announced size (413 ``upload.too_large`` past it). Processing starts as on completion.
         """
-        video = await visible_video(db, await viewer_of(request, db), video_id)
+        video = await visible_video(db, viewer_of(request), video_id)
         upload = await uploads.find_upload(db, video)
         started = await uploads.receive_source(
             db, _runtime(request), video, upload, request.stream(), content_length=_content_length(request)

@@ -186,7 +186,7 @@ class WebhooksController(Controller):
         five minutes old. A 2xx answer ends a delivery; 408, 429 and 5xx are retried with growing
         delays; other answers end it as failed.
         """
-        viewer = await viewer_of(request, db)
+        viewer = viewer_of(request)
         runtime: Runtime = request.app.state.runtime
         events = webhooks.parse_events(data.events)
         allowed = runtime.settings.webhook_allowed_hosts
@@ -197,7 +197,7 @@ class WebhooksController(Controller):
     @get("/")
     async def list_webhooks(self, request: AnyRequest, db: NamedDependency[AsyncSession]) -> list[WebhookView]:
         """The caller's own webhooks, oldest first, without their secrets."""
-        viewer = await viewer_of(request, db)
+        viewer = viewer_of(request)
         found = await db.scalars(
             select(Webhook).where(Webhook.owner_id == viewer.user_id).order_by(Webhook.created_at, Webhook.id)
         )
@@ -208,7 +208,7 @@ class WebhooksController(Controller):
         self, request: AnyRequest, db: NamedDependency[AsyncSession], webhook_id: FromPath[uuid.UUID]
     ) -> WebhookView:
         """One webhook, without its secret."""
-        return webhook_view(await visible_webhook(db, await viewer_of(request, db), webhook_id))
+        return webhook_view(await visible_webhook(db, viewer_of(request), webhook_id))
 
     @patch("/{webhook_id:uuid}")
     async def change(
@@ -219,7 +219,7 @@ class WebhooksController(Controller):
         data: JSONBody[WebhookChange],
     ) -> WebhookView:
         """Change the subscribed events, or switch the webhook off and on with ``active``."""
-        webhook = await visible_webhook(db, await viewer_of(request, db), webhook_id)
+        webhook = await visible_webhook(db, viewer_of(request), webhook_id)
         if data.events is not None:
             webhook.events = webhooks.parse_events(data.events)
         if data.active is not None:
@@ -233,7 +233,7 @@ class WebhooksController(Controller):
         self, request: AnyRequest, db: NamedDependency[AsyncSession], webhook_id: FromPath[uuid.UUID]
     ) -> None:
         """Delete the webhook and its delivery log; deliveries still waiting are not sent."""
-        webhook = await visible_webhook(db, await viewer_of(request, db), webhook_id)
+        webhook = await visible_webhook(db, viewer_of(request), webhook_id)
         await db.delete(webhook)
         await db.commit()
         logger.info("Webhook %s was deleted.", webhook_id)
@@ -243,7 +243,7 @@ class WebhooksController(Controller):
         self, request: AnyRequest, db: NamedDependency[AsyncSession], webhook_id: FromPath[uuid.UUID]
     ) -> WebhookWithSecret:
         """Replace the signing secret; the new one is in this answer only and signs every later attempt."""
-        webhook = await visible_webhook(db, await viewer_of(request, db), webhook_id)
+        webhook = await visible_webhook(db, viewer_of(request), webhook_id)
         await webhooks.rotate_secret(db, webhook)
         await db.commit()
         return with_secret(webhook)
@@ -253,7 +253,7 @@ class WebhooksController(Controller):
         self, request: AnyRequest, db: NamedDependency[AsyncSession], webhook_id: FromPath[uuid.UUID]
     ) -> DeliveryView:
         """Send a ``webhook.ping`` event now; follow it in the delivery log."""
-        webhook = await visible_webhook(db, await viewer_of(request, db), webhook_id)
+        webhook = await visible_webhook(db, viewer_of(request), webhook_id)
         if not webhook.active:
             raise Conflict("The webhook is switched off; set active to true first.", code="webhook.inactive")
         delivery = webhooks.ping_delivery(webhook)
@@ -273,7 +273,7 @@ class WebhooksController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> DeliveryPage:
         """The webhook's deliveries, newest first, with every attempt; ``limit`` is 1 to 100."""
-        await visible_webhook(db, await viewer_of(request, db), webhook_id)
+        await visible_webhook(db, viewer_of(request), webhook_id)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}.", code="webhook.limit_invalid")
         after = decode_cursor(cursor) if cursor else None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, Uuid, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.db.models import Job, StageRun, SubtitleTrack, Thumbnail, Video
@@ -43,6 +45,65 @@ def job_summary(job: Job) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
     }
+
+
+@dataclass(frozen=True)
+class JobRead:
+    """A job view read in one round trip, with what visibility checks need beside it."""
+
+    body: dict[str, Any]
+    owner_id: uuid.UUID | None
+
+
+_JOB_COLUMNS = (Job.id, Job.video_id, Job.status, Job.error_code, Job.error_message, Job.created_at)
+_JOB_TIMES = (Job.started_at, Job.finished_at)
+_STAGE_COLUMNS = (
+    StageRun.stage,
+    StageRun.status,
+    StageRun.progress,
+    StageRun.attempts,
+    StageRun.error_code,
+    StageRun.error_message,
+    StageRun.started_at,
+    StageRun.finished_at,
+)
+
+
+def _job_view_statement() -> Select[Any]:
+    columns: list[Any] = [
+        *(c.label(f"job_{c.key}") for c in (*_JOB_COLUMNS, *_JOB_TIMES)),
+        Video.owner_id.label("owner_id"),
+        *(c.label(c.key) for c in _STAGE_COLUMNS),
+    ]
+    return (
+        select(*columns)
+        .join(Video, Video.id == Job.video_id)
+        .outerjoin(StageRun, StageRun.job_id == Job.id)
+        .where(Job.id == bindparam("job_id", type_=Uuid()))
+        .order_by(StageRun.position)
+    )
+
+
+# Built once: pollers run this many times a second, and a ready statement skips building it
+# and its cache key on every call.
+_JOB_VIEW = _job_view_statement()
+
+
+async def read_job_view(session: AsyncSession, job_id: uuid.UUID) -> JobRead | None:
+    """The job with its stages as :func:`job_summary` and :func:`stage_report` give them, or ``None``.
+
+    One statement: the job joined to its stage runs (one row per stage) and its video's owner.
+    """
+    rows = (await session.execute(_JOB_VIEW, {"job_id": job_id})).all()
+    if not rows:
+        return None
+    first = rows[0]
+    stages = [SimpleNamespace(**{c.key: getattr(row, c.key) for c in _STAGE_COLUMNS}) for row in rows if row.stage]
+    job = SimpleNamespace(
+        **{c.key: getattr(first, f"job_{c.key}") for c in (*_JOB_COLUMNS, *_JOB_TIMES)}, stages=stages
+    )
+    body = {**job_summary(job), "stages": [stage_report(run) for run in stages]}  # type: ignore[arg-type]
+    return JobRead(body=body, owner_id=first.owner_id)
 
 
 def video_report(video: Video) -> dict[str, Any]:
