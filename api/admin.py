@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.auth.guard import claims_of, require_admin
+from api.auth.guard import CallerCache, claims_of, require_admin
 from pipeline import apikeys
 from pipeline.db.models import User
 from pipeline.errors import NotFound
@@ -119,4 +119,6 @@ class AdminUsersController(Controller):
         user = await apikeys.change_account(
             db, user_id, role=data.role, disabled=data.disabled, by=claims_of(request).user_id
         )
+        callers: CallerCache = request.app.state.callers
+        callers.forget(user_id)
         return account_view(user)

@@ -23,7 +23,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.admin import AdminUsersController
 from api.apikeys import ServiceAccountsController
-from api.auth.guard import SECURITY, require_access_token
+from api.auth.guard import SECURITY, CallerCache, require_access_token
 from api.auth.ratelimit import open_rate_limiter
 from api.auth.routes import PublicAuthController, SessionController, UsersController, provide_session
 from api.errors import document_errors, exception_handlers
@@ -74,7 +74,9 @@ def create_app(settings: Settings, dispatcher: Dispatcher, *, queue_depths: Queu
         exception_handlers=exception_handlers(),
         openapi_config=_openapi_config(),
         cors_config=_cors_config(settings),
-        state=State({"auth_limiter": open_rate_limiter(settings, AUTH_ATTEMPTS_PER_MINUTE, 60.0)}),
+        state=State(
+            {"auth_limiter": open_rate_limiter(settings, AUTH_ATTEMPTS_PER_MINUTE, 60.0), "callers": CallerCache()}
+        ),
         debug=False,
     )
 

@@ -25,7 +25,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.access import Viewer, viewer_of
-from api.jobcache import JobViewCache
+from api.readcache import ReadCache
 from pipeline.db.models import Job
 from pipeline.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from pipeline.jobs import cancel_job, load_job, retry_job
@@ -92,12 +92,12 @@ async def _polled_view(runtime: Runtime, viewer: Viewer, job_id: uuid.UUID) -> P
     return PolledView(encoded=msgspec.json.encode(body), etag=etag_of(body))
 
 
-def _job_views(request: AnyRequest) -> JobViewCache[PolledView]:
+def _job_views(request: AnyRequest) -> ReadCache[tuple[uuid.UUID, uuid.UUID], PolledView]:
     """This process's cache of job views, made on first use."""
     state = request.app.state
     if "job_views" not in state:
-        state["job_views"] = JobViewCache[PolledView]()
-    cache: JobViewCache[PolledView] = state["job_views"]
+        state["job_views"] = ReadCache[tuple[uuid.UUID, uuid.UUID], PolledView]()
+    cache: ReadCache[tuple[uuid.UUID, uuid.UUID], PolledView] = state["job_views"]
     return cache
 
 
@@ -168,7 +168,7 @@ class JobsController(Controller):
         """
         viewer = viewer_of(request)
         runtime: Runtime = request.app.state.runtime
-        view = await _job_views(request).get(job_id, viewer.user_id, lambda: _polled_view(runtime, viewer, job_id))
+        view = await _job_views(request).get((job_id, viewer.user_id), lambda: _polled_view(runtime, viewer, job_id))
         etag = view.etag
         seen = request.headers.get("if-none-match")
         if seen != etag:
@@ -194,7 +194,7 @@ class JobsController(Controller):
             await retry_job(db, runtime.dispatcher, job_id, stage)
         except InvalidTransition:
             raise Conflict("The job has not ended, so it cannot be retried yet.", code="job.not_finished") from None
-        _job_views(request).forget(job_id)
+        _job_views(request).forget(lambda key: key[0] == job_id)
         logger.info("Job %s was queued again by user %s.", job_id, viewer.user_id)
         return job_view(await load_job(db, job_id))
 
@@ -207,7 +207,7 @@ class JobsController(Controller):
         if not await cancel_job(db, job_id):
             raise Conflict("The job has already ended.", code="job.already_finished")
         await db.commit()
-        _job_views(request).forget(job_id)
+        _job_views(request).forget(lambda key: key[0] == job_id)
         return job_view(await load_job(db, job_id))
 
     @get("/{job_id:uuid}/events")

@@ -75,6 +75,7 @@ STAGE_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800
 _CONTENT_TYPE = "text/plain; version=0.0.4"
 _CHECK_TIMEOUT = 5.0
 _PROBE_PREFIXES = ("/health/", "/metrics")
+_READS = ("GET", "HEAD")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -375,6 +376,12 @@ def _request_id(scope: Scope) -> str:
 
 def _access_line(scope: Scope, status: int, seconds: float) -> None:
     path: str = scope.get("path", "")
-    # Health probes and scrapes come every few seconds; they stay out of the log unless debugging.
-    level = logging.DEBUG if path.startswith(_PROBE_PREFIXES) else logging.INFO
-    logger.log(level, "Request %s %s answered %d in %.1f ms.", scope.get("method", "?"), path, status, seconds * 1000)
+    method = str(scope.get("method", "?"))
+    # Health probes and scrapes come every few seconds, and pollers read jobs many times a
+    # second: successful reads stay out of the log unless debugging (the request metrics count
+    # them). Changes, refusals and failures are always logged.
+    quiet = path.startswith(_PROBE_PREFIXES) or (method in _READS and (200 <= status < 300 or status == 304))
+    if quiet and not logger.isEnabledFor(logging.DEBUG):
+        return
+    level = logging.DEBUG if quiet else logging.INFO
+    logger.log(level, "Request %s %s answered %d in %.1f ms.", method, path, status, seconds * 1000)

@@ -178,7 +178,17 @@ def main() -> None:
             wrk(f"http://127.0.0.1:{bare_port}/bare", options.connections, 2)
             spy = None
             if options.profile:
-                record = ["py-spy", "record", "-p", str(api.pid), "--subprocesses", "-r", "250", "-f", "raw"]
+                record = [
+                    shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "-p",
+                    str(api.pid),
+                    "--subprocesses",
+                    "-r",
+                    "250",
+                    "-f",
+                    "raw",
+                ]
                 spy = subprocess.Popen(
                     [*record, "-d", str(options.seconds), "-o", options.profile],
                     stdout=subprocess.DEVNULL,

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -154,16 +155,22 @@ def test_each_request_gets_an_id_that_its_answer_and_its_log_lines_carry(capture
         open_pipeline(settings) as pipeline,
         TestClient(create_app(settings, DramatiqDispatcher(pipeline.broker))) as client,
     ):
-        given = client.get("/api/v1/openapi.json", headers={"X-Request-ID": "trace-42"})
+        given = client.post("/api/v1/auth/login", json={}, headers={"X-Request-ID": "trace-42"})
         odd = client.get("/api/v1/openapi.json", headers={"X-Request-ID": "not a plain id " + "x" * 80})
         missing = client.get("/api/v1/users/me")
+        logging.getLogger("api.metrics").setLevel(logging.DEBUG)
+        read = client.get("/api/v1/openapi.json", headers={"X-Request-ID": "read-7"})
+        logging.getLogger("api.metrics").setLevel(logging.NOTSET)
 
     assert given.headers["x-request-id"] == "trace-42"
     assert odd.headers["x-request-id"] != "trace-42" and len(odd.headers["x-request-id"]) == 32
     assert missing.status_code == 401 and len(missing.headers["x-request-id"]) == 32
     access = {e.get("request_id"): e for e in _entries(captured.getvalue()) if e["logger"] == "api.metrics"}
-    assert access["trace-42"]["message"].startswith("Request GET /api/v1/openapi.json answered 200 in ")
+    assert access["trace-42"]["message"].startswith("Request POST /api/v1/auth/login answered 400 in ")
     assert access[missing.headers["x-request-id"]]["message"].startswith("Request GET /api/v1/users/me answered 401")
+    # A successful read is logged only when debugging: pollers would flood the log.
+    assert odd.headers["x-request-id"] not in access
+    assert read.status_code == 200 and access["read-7"]["level"] == "DEBUG"
 
 
 def _check_stage_lines(entries: list[dict[str, Any]], job_id: str, video_id: str) -> None:
@@ -264,12 +271,14 @@ def test_the_api_server_logs_json_lines_with_request_ids_and_uvicorn_s_own(tmp_p
         def answers() -> bool:
             try:
                 request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/api/v1/openapi.json", headers={"X-Request-ID": "probe-7"}
+                    f"http://127.0.0.1:{port}/api/v1/users/me", headers={"X-Request-ID": "probe-7"}
                 )
-                with urllib.request.urlopen(request, timeout=5) as answer:
-                    return bool(answer.status == 200 and answer.headers["X-Request-ID"] == "probe-7")
+                urllib.request.urlopen(request, timeout=5)
+            except urllib.error.HTTPError as refused:  # a refusal is logged at INFO; a read only when debugging
+                return bool(refused.code == 401 and refused.headers["X-Request-ID"] == "probe-7")
             except OSError:
                 return False
+            return False
 
         assert wait_until(answers, timeout=60), log_path.read_text()
     finally:

@@ -2,15 +2,22 @@
 
 Two credentials are accepted: an access JWT as ``Authorization: Bearer <token>``, and a service
 account's API key as ``Authorization: Bearer vpk_…`` or ``X-API-Key: vpk_…``. Either way the
-account is read from the database, so a deleted or disabled account stops working at once,
-not when its token expires. The guard puts a :class:`Caller` on ``request.auth``, so handlers
-read who is calling without checking the credential again.
+account is read from the database, so a deleted or disabled account stops working within
+:data:`ACCOUNT_FRESH_SECONDS`, not when its token expires. The guard puts a :class:`Caller` on
+``request.auth``, so handlers read who is calling without checking the credential again.
+
+Polling clients send the same token many times a second, so each API process remembers the
+tokens it verified (until they expire) and the accounts it read (for
+:data:`ACCOUNT_FRESH_SECONDS`) in a :class:`CallerCache`. The process that disables or demotes
+an account forgets it at once; every other process reads it again within that time.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +25,9 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.auth.tokens import decode_access_token
+from api.auth.tokens import AccessClaims, decode_access_token
 from api.errors import Forbidden, Unauthenticated
+from api.readcache import ReadCache
 from pipeline import apikeys
 from pipeline.db.models import User
 from pipeline.runtime import Runtime
@@ -33,6 +41,9 @@ SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 """The OpenAPI security requirement of guarded routes."""
 
 API_KEY_HEADER = "X-API-Key"
+
+ACCOUNT_FRESH_SECONDS = 1.0
+"""How long an API process trusts an account it read for an access token."""
 
 
 @dataclass(frozen=True)
@@ -60,13 +71,48 @@ async def require_access_token(connection: ASGIConnection[Any, Any, Any, Any], _
     """Accept a valid access token or API key of an enabled account; refuse everything else."""
     credential = _credential(connection)
     runtime: Runtime = connection.app.state.runtime
+    if credential.startswith(apikeys.KEY_PREFIX):
+        async with runtime.database.sessions() as session:
+            connection.scope["auth"] = await _key_caller(session, credential)
+        return
+    callers: CallerCache = connection.app.state.callers
+    user_id = callers.verified(credential, runtime.settings.secret_key).user_id
+    connection.scope["auth"] = await callers.accounts.get(user_id, lambda: _read_caller(runtime, user_id))
+
+
+class CallerCache:
+    """The access tokens this process verified, and the accounts it read for them."""
+
+    def __init__(self, fresh_seconds: float = ACCOUNT_FRESH_SECONDS, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._tokens: OrderedDict[str, tuple[AccessClaims, float]] = OrderedDict()
+        self.accounts: ReadCache[uuid.UUID, Caller] = ReadCache(fresh_seconds, max_entries)
+        """Callers by account; a refusal (deleted or disabled account) is kept as long as a caller."""
+
+    def verified(self, token: str, secret: str) -> AccessClaims:
+        """The claims of ``token``, verified once and then remembered until it expires.
+
+        Raises:
+            Unauthenticated: as :func:`decode_access_token` does; refusals are not remembered.
+        """
+        known = self._tokens.get(token)
+        if known is not None and known[1] > time.time():
+            return known[0]
+        claims = decode_access_token(token, secret)
+        self._tokens[token] = (claims, claims.expires_at.timestamp())
+        if len(self._tokens) > self.max_entries:
+            self._tokens.popitem(last=False)
+        return claims
+
+    def forget(self, user_id: uuid.UUID) -> None:
+        """Read ``user_id``'s account again on its next request (after its role or state changed)."""
+        self.accounts.forget(lambda key: key == user_id)
+
+
+async def _read_caller(runtime: Runtime, user_id: uuid.UUID) -> Caller:
+    # Its own session: the read is shared by every request waiting on it and may outlive the first.
     async with runtime.database.sessions() as session:
-        if credential.startswith(apikeys.KEY_PREFIX):
-            caller = await _key_caller(session, credential)
-        else:
-            claims = decode_access_token(credential, runtime.settings.secret_key)
-            caller = await _token_caller(session, claims.user_id)
-    connection.scope["auth"] = caller
+        return await _token_caller(session, user_id)
 
 
 def claims_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:

@@ -1,4 +1,4 @@
-"""The pollers' job view cache: one read for concurrent misses, freshness, errors, forgetting."""
+"""The read cache of hot routes: one read for concurrent misses, freshness, errors, forgetting."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from api.jobcache import JobViewCache
+from api.readcache import ReadCache
 from pipeline.errors import NotFound
 
 JOB, ADA, BOB = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
@@ -31,25 +31,25 @@ class Reader:
 
 
 def test_concurrent_misses_share_one_read() -> None:
-    cache, read = JobViewCache(), Reader(delay=0.05)
+    cache, read = ReadCache(), Reader(delay=0.05)
 
     async def many() -> list[dict[str, Any]]:
-        return await asyncio.gather(*(cache.get(JOB, ADA, read) for _ in range(50)))
+        return await asyncio.gather(*(cache.get((JOB, ADA), read) for _ in range(50)))
 
     answers = asyncio.run(many())
     assert read.reads == 1 and all(a == {"version": 1} for a in answers)
 
 
 def test_a_slightly_stale_view_is_answered_while_one_read_replaces_it() -> None:
-    cache, read = JobViewCache(fresh_seconds=0.05), Reader(delay=0.01)
+    cache, read = ReadCache(fresh_seconds=0.05), Reader(delay=0.01)
 
     async def scenario() -> list[dict[str, Any]]:
-        first = await cache.get(JOB, ADA, read)
-        again = await cache.get(JOB, ADA, read)
+        first = await cache.get((JOB, ADA), read)
+        again = await cache.get((JOB, ADA), read)
         await asyncio.sleep(0.08)  # stale, but within four times the freshness
-        stale = await asyncio.gather(*(cache.get(JOB, ADA, read) for _ in range(10)))
+        stale = await asyncio.gather(*(cache.get((JOB, ADA), read) for _ in range(10)))
         await asyncio.sleep(0.03)  # the background read has landed
-        return [first, again, *stale, await cache.get(JOB, ADA, read)]
+        return [first, again, *stale, await cache.get((JOB, ADA), read)]
 
     answers = asyncio.run(scenario())
     assert answers[:12] == [{"version": 1}] * 12 and answers[12] == {"version": 2}
@@ -57,62 +57,62 @@ def test_a_slightly_stale_view_is_answered_while_one_read_replaces_it() -> None:
 
 
 def test_a_view_older_than_the_stale_limit_waits_for_a_new_read() -> None:
-    cache, read = JobViewCache(fresh_seconds=0.02), Reader()
+    cache, read = ReadCache(fresh_seconds=0.02), Reader()
 
     async def scenario() -> list[dict[str, Any]]:
-        first = await cache.get(JOB, ADA, read)
+        first = await cache.get((JOB, ADA), read)
         await asyncio.sleep(0.1)  # past four times the freshness
-        return [first, await cache.get(JOB, ADA, read)]
+        return [first, await cache.get((JOB, ADA), read)]
 
     assert asyncio.run(scenario()) == [{"version": 1}, {"version": 2}]
 
 
 def test_a_read_that_began_before_forget_does_not_store_its_old_view() -> None:
-    cache, read = JobViewCache(), Reader(delay=0.05)
+    cache, read = ReadCache(), Reader(delay=0.05)
 
     async def scenario() -> dict[str, Any]:
-        early = asyncio.create_task(cache.get(JOB, ADA, read))
+        early = asyncio.create_task(cache.get((JOB, ADA), read))
         await asyncio.sleep(0.01)
-        cache.forget(JOB)  # the job changed while the first read was under way
+        cache.forget(lambda key: key[0] == JOB)  # the job changed while the first read was under way
         await early
-        return await cache.get(JOB, ADA, read)
+        return await cache.get((JOB, ADA), read)
 
     assert asyncio.run(scenario()) == {"version": 2}
 
 
 def test_callers_are_cached_apart_and_errors_are_cached_like_views() -> None:
-    cache = JobViewCache()
+    cache = ReadCache()
     hidden = Reader(error=NotFound("There is no job.", code="job.not_found"))
     owner = Reader()
 
     async def scenario() -> None:
         for _ in range(3):
             with pytest.raises(NotFound):
-                await cache.get(JOB, BOB, hidden)
-        assert await cache.get(JOB, ADA, owner) == {"version": 1}
+                await cache.get((JOB, BOB), hidden)
+        assert await cache.get((JOB, ADA), owner) == {"version": 1}
 
     asyncio.run(scenario())
     assert hidden.reads == 1 and owner.reads == 1
 
 
 def test_forget_drops_every_callers_view_of_the_job() -> None:
-    cache, read = JobViewCache(), Reader()
+    cache, read = ReadCache(), Reader()
 
     async def scenario() -> list[dict[str, Any]]:
-        await cache.get(JOB, ADA, read)
-        await cache.get(JOB, BOB, read)
-        cache.forget(JOB)
-        return [await cache.get(JOB, ADA, read), await cache.get(JOB, BOB, read)]
+        await cache.get((JOB, ADA), read)
+        await cache.get((JOB, BOB), read)
+        cache.forget(lambda key: key[0] == JOB)
+        return [await cache.get((JOB, ADA), read), await cache.get((JOB, BOB), read)]
 
     assert asyncio.run(scenario()) == [{"version": 3}, {"version": 4}]
 
 
 def test_the_cache_keeps_at_most_its_size() -> None:
-    cache, read = JobViewCache(max_entries=3), Reader()
+    cache, read = ReadCache(max_entries=3), Reader()
 
     async def scenario() -> None:
         for _ in range(5):
-            await cache.get(uuid.uuid4(), ADA, read)
+            await cache.get((uuid.uuid4(), ADA), read)
 
     asyncio.run(scenario())
     assert len(cache._entries) == 3
