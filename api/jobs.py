@@ -168,9 +168,15 @@ class JobsController(Controller):
         """
         viewer = viewer_of(request)
         runtime: Runtime = request.app.state.runtime
-        view = await _job_views(request).get((job_id, viewer.user_id), lambda: _polled_view(runtime, viewer, job_id))
-        etag = view.etag
+        views, key = _job_views(request), (job_id, viewer.user_id)
+        view = await views.get(key, lambda: _polled_view(runtime, viewer, job_id))
         seen = request.headers.get("if-none-match")
+        if seen is not None and seen != view.etag:
+            # The client holds another version than the cached one: possibly a newer one, from a
+            # long-poll or another API process. Read afresh, so no client ever steps back in time.
+            views.forget(lambda cached: cached == key)
+            view = await views.get(key, lambda: _polled_view(runtime, viewer, job_id))
+        etag = view.etag
         if seen != etag:
             return Response(content=view.encoded, media_type=MediaType.JSON, headers={"ETag": etag})
         if wait <= 0:

@@ -33,9 +33,9 @@ from pipeline.db.models import Job, StageRun, SubtitleTrack, Video, utcnow
 from pipeline.dispatch import Dispatcher
 from pipeline.errors import Conflict, InvalidInput, NotFound
 from pipeline.jobs import cancel_job, move_stage, queue_ready_stages, retry_job
-from pipeline.languages import normalise_language
 from pipeline.runtime import Runtime
 from pipeline.states import JOB_TERMINAL, JobStatus, Stage, StageStatus, downstream
+from pipeline.submit import checked_language
 from pipeline.subtitles import language_from_filename, parse_subtitles
 from pipeline.uploads import Upload, UploadStatus
 
@@ -104,7 +104,7 @@ async def update_video(
     if not isinstance(description, Keep):
         values["description"] = _checked_description(description)
     if not isinstance(language, Keep):
-        values["language"] = _checked_language(language)
+        values["language"] = checked_language(language)
 
     async with runtime.database.sessions() as session:
         video = await _video(session, video_id)
@@ -147,7 +147,7 @@ async def add_subtitle_track(
             details={"max_bytes": MAX_SUBTITLE_BYTES},
         )
     filename = filename.strip()[:500] or "subtitles"
-    language = _checked_language(language) if language else language_from_filename(filename)
+    language = checked_language(language) if language else language_from_filename(filename)
     label = _checked_label(label)
     document = await asyncio.to_thread(parse_subtitles, data, filename)
 
@@ -489,15 +489,6 @@ def _checked_description(description: str) -> str:
             code="video.description_too_long",
         )
     return description
-
-
-def _checked_language(tag: str | None) -> str | None:
-    if tag is None:
-        return None
-    language = normalise_language(tag)
-    if language is None:
-        raise InvalidInput(f"{tag!r} is not a language tag; use one such as ko, en or en-US.", code="input.language")
-    return language
 
 
 def _checked_label(label: str | None) -> str | None:

@@ -65,9 +65,9 @@ async def submit_file(
     if poster_at is not None and poster_at < 0:
         raise InvalidInput("The poster time cannot be negative.", code="input.poster_time")
 
-    language = _checked_language(language)
+    language = checked_language(language)
     subtitles = [
-        SubtitleFile(sub.path, _checked_language(sub.language) or language_from_filename(sub.path.name), sub.label)
+        SubtitleFile(sub.path, checked_language(sub.language) or language_from_filename(sub.path.name), sub.label)
         for sub in subtitles
     ]
     video_id = uuid.uuid4()
@@ -115,7 +115,8 @@ async def submit_stored(
     return job.id
 
 
-def _checked_language(tag: str | None) -> str | None:
+def checked_language(tag: str | None) -> str | None:
+    """``tag`` normalised (``ko``, ``en-US``), ``None`` for none; ``input.language`` when it is no language tag."""
     if tag is None:
         return None
     language = normalise_language(tag)
