@@ -40,7 +40,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.timed import TimestampSigner
-from sqlalchemy import ForeignKey, Index, Integer, String, Uuid, select, update
+from sqlalchemy import ForeignKey, Index, Integer, String, Uuid, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -69,6 +69,9 @@ _SALT = {VERIFY_EMAIL: "vidpipe.email.verify", RESET_PASSWORD: "vidpipe.email.re
 _LINK_PATH = {VERIFY_EMAIL: "/api/v1/auth/verify-email", RESET_PASSWORD: "/api/v1/auth/reset-password"}
 
 RESEND_COOLDOWN = timedelta(seconds=60)
+RESEND_WINDOW = timedelta(hours=1)
+"""How old an email whose message was lost may be and still be sent: a person who asked for a
+link an hour ago has asked again or given up."""
 """At most one email per account and purpose in this window, whoever asks and from wherever."""
 
 _SMTP_TIMEOUT = 30.0
@@ -101,6 +104,9 @@ class OutboxEmail(Base):
     error_message: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
+    announced_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    """When its message was last handed to the broker; the reconciler sends it again when that
+    message seems lost (see :func:`resend_lost_emails`)."""
 
 
 class Notifier(Protocol):
@@ -209,13 +215,56 @@ async def queue_email(session: AsyncSession, notifier: Notifier, user_id: uuid.U
         notifier.notify("email", str(row.id))
     except Exception as exc:
         # The account change is committed and the row is the truth; a broker outage must not
-        # turn it into an error for the client.
-        # TODO(outbox): nothing re-sends a pending row whose message never reached the broker;
-        # the reconciler's periodic pass should pick up pending rows older than a few minutes.
+        # turn it into an error for the client. The reconciler sends the message again.
         logger.warning("Email %s for user %s stays pending: the broker refused it (%s).", row.id, user_id, exc)
         return True
     logger.info("Queued %s email %s for user %s.", purpose, row.id, user_id)
     return True
+
+
+async def resend_lost_emails(runtime: Runtime) -> int:
+    """Send again the message of every email never attempted although announced long ago.
+
+    An email is lost when it is pending with no attempt, and its message was handed to the
+    broker more than ``lost_message_seconds`` ago (Redis restarted empty, or the broker refused
+    it). One that failed and waits for its retry is left to the broker. Emails older than
+    :data:`RESEND_WINDOW` are left alone: their links would have expired. Each message sent is
+    claimed by stamping ``announced_at``, so two schedulers do not both send it.
+
+    Returns:
+        How many messages were sent again.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=runtime.settings.lost_message_seconds)
+    async with runtime.database.sessions() as session:
+        lost = await session.scalars(
+            select(OutboxEmail.id).where(
+                OutboxEmail.status == EmailStatus.PENDING,
+                OutboxEmail.attempts == 0,
+                OutboxEmail.created_at > now - RESEND_WINDOW,
+                or_(OutboxEmail.announced_at.is_(None), OutboxEmail.announced_at < cutoff),
+            )
+        )
+        claimed = []
+        for email_id in list(lost):
+            result = await session.execute(
+                update(OutboxEmail)
+                .where(
+                    OutboxEmail.id == email_id,
+                    OutboxEmail.status == EmailStatus.PENDING,
+                    OutboxEmail.attempts == 0,
+                    or_(OutboxEmail.announced_at.is_(None), OutboxEmail.announced_at < cutoff),
+                )
+                .values(announced_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount:  # type: ignore[attr-defined]
+                claimed.append(email_id)
+        await session.commit()
+    for email_id in claimed:
+        logger.warning("Email %s was never attempted; its message seems lost and is sent again.", email_id)
+        runtime.dispatcher.notify("email", str(email_id))
+    return len(claimed)
 
 
 async def deliver(runtime: Runtime, ref: str) -> None:

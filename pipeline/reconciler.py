@@ -12,7 +12,8 @@ It finds work the broker lost and hands it out again:
   success and queueing what follows) is queued;
 - an active job whose every stage succeeded (written by an older release that recorded the
   last stage and the job's end in two transactions) is marked succeeded;
-- webhook deliveries whose message was lost are sent again (:mod:`pipeline.webhooks`).
+- webhook deliveries and account emails whose message was lost are sent again
+  (:mod:`pipeline.webhooks`, :mod:`pipeline.email`).
 
 Every decision is logged with its reason.
 """
@@ -27,6 +28,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 
 from pipeline.db.models import Job, StageRun, utcnow
+from pipeline.email import resend_lost_emails
 from pipeline.jobs import queue_ready_stages
 from pipeline.runtime import Runtime
 from pipeline.stages.runner import fail_stage, finish_job, requeue_running
@@ -46,6 +48,7 @@ class ReconcileReport:
     failed_lost: list[tuple[uuid.UUID, str]] = field(default_factory=list)
     finished: list[uuid.UUID] = field(default_factory=list)
     resent_deliveries: int = 0
+    resent_emails: int = 0
 
     @property
     def total(self) -> int:
@@ -56,6 +59,7 @@ class ReconcileReport:
             + len(self.failed_lost)
             + len(self.finished)
             + self.resent_deliveries
+            + self.resent_emails
         )
 
 
@@ -67,17 +71,19 @@ async def reconcile(runtime: Runtime) -> ReconcileReport:
     await _queue_waiting(runtime, report)
     await _finish_done(runtime, report)
     report.resent_deliveries = await resend_lost_deliveries(runtime)
+    report.resent_emails = await resend_lost_emails(runtime)
     if report.total:
         logger.info(
             "Reconciler: %d stale running stages re-queued, %d lost messages re-sent, %d waiting stages queued, "
             "%d stages failed after losing their worker too often, %d finished jobs closed, "
-            "%d webhook deliveries re-sent.",
+            "%d webhook deliveries and %d emails re-sent.",
             len(report.requeued_stale),
             len(report.resent_lost),
             len(report.queued_waiting),
             len(report.failed_lost),
             len(report.finished),
             report.resent_deliveries,
+            report.resent_emails,
         )
     return report
 

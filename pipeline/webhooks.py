@@ -571,9 +571,6 @@ async def _mark_announced(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-# TODO(webhook-sweep): the scheduler does not call this yet (pipeline/reconciler.py is outside this
-# change); until one line there does, a retry message lost with a Redis restart, or a worker killed
-# mid-attempt, leaves its delivery pending for good.
 async def resend_lost_deliveries(runtime: Runtime) -> int:
     """Send again the message of every pending delivery that is overdue by ``lost_message_seconds``.
 

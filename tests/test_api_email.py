@@ -150,6 +150,37 @@ def test_registering_emails_a_link_that_verifies_the_account(api: Api) -> None:
     assert row.status == EmailStatus.SENT and row.purpose == VERIFY_EMAIL and row.attempts == 1
 
 
+def test_an_email_whose_message_was_lost_is_sent_by_the_reconciler_once(api: Api) -> None:
+    from pipeline.reconciler import reconcile
+    from tests.harness import with_runtime
+
+    assert _register(api.client).status_code == 201
+    _emails(api.outbox, 1)
+    ada = _user(api.settings)
+    # A reset email whose message never reached a worker (Redis restarted empty), queued 5 minutes ago.
+    queued = datetime.now(UTC) - timedelta(minutes=5)
+    with _sync_session(api.settings.database_url) as session:
+        lost = OutboxEmail(user_id=ada.id, purpose=RESET_PASSWORD, created_at=queued, announced_at=queued)
+        stale = OutboxEmail(user_id=ada.id, purpose=RESET_PASSWORD, created_at=queued - timedelta(hours=2))
+        session.add_all([lost, stale])
+        session.commit()
+        lost_id = lost.id
+
+    with open_pipeline(api.settings) as pipeline:
+        first, second = with_runtime(pipeline, lambda runtime: _reconcile_twice(runtime, reconcile))
+
+    assert (first.resent_emails, second.resent_emails) == (1, 0)
+    subjects = [message["Subject"] for message in _emails(api.outbox, 2)]
+    assert subjects == ["Confirm your email address for vidpipe", "Reset your vidpipe password"], subjects
+    status = lambda: {row.id: (row.status, row.attempts) for row in _outbox_rows(api.settings)}  # noqa: E731
+    assert services.wait_until(lambda: status()[lost_id] == (EmailStatus.SENT, 1), 10), status()
+    assert [state for state, _ in status().values()].count(EmailStatus.PENDING) == 1, "the two-hour-old one waits"
+
+
+async def _reconcile_twice(runtime: Runtime, reconcile: Any) -> tuple[Any, Any]:
+    return await reconcile(runtime), await reconcile(runtime)
+
+
 def test_the_link_itself_verifies_when_opened_and_confirming_twice_is_harmless(embedded: Api) -> None:
     _register(embedded.client)
     _path, token = _link(_emails(embedded.outbox, 1)[0])
