@@ -189,6 +189,7 @@ async def run_postgresql(documents: Library, folder: str) -> list[Figures] | Non
             with psycopg.connect(services.pg_url(name, driver="postgresql"), autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE search_cues")
                 conn.execute("VACUUM ANALYZE search_videos")
+                conn.execute("VACUUM ANALYZE search_words")
             settled = await query_latency("postgresql, vacuumed", search, fresh.cues_per_second, fresh.index_seconds)
             return [fresh, settled]
     finally:

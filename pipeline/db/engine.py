@@ -44,6 +44,9 @@ def open_database(settings: Settings) -> Database:
         options["connect_args"] = {"timeout": 30}
     else:
         options.update(pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
+        # vidpipe's statements are short; on a large library a plan's cost can pass
+        # jit_above_cost, and compiling it would take longer than running it.
+        options["connect_args"] = {"options": "-c jit=off"}
     engine = create_async_engine(url, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

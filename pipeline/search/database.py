@@ -85,7 +85,6 @@ from sqlalchemy import (
     table,
     tuple_,
 )
-from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -245,10 +244,6 @@ class DatabaseSearch:
         window = {"limit": per_page, "offset": (page - 1) * per_page}
         with _unavailable("search"):
             async with self._database.engine.connect() as connection:
-                if self._database.dialect == "postgresql":
-                    # A large library can push the plan's cost past jit_above_cost, and
-                    # compiling it would take longer than running it.
-                    await connection.execute(sql_text("SET LOCAL jit = off"))
                 videos = (await connection.execute(statements.page, values | window)).all()
                 total = await self._total(connection, statements.count, values, videos, page)
                 cues = await self._best_cues(connection, statements, values, terms, videos, cues_per_video)
@@ -766,7 +761,13 @@ def _choose_cues(
                     matched[i].update(ordinals)
                 if bonus is not None and row[bonus]:
                     whole[i].update(ordinals)
-        # Counting set members runs in C (Counter over the sets); only the ranking key is made
+        # Usually enough cues are worth the most (every word, whole where that counts): the
+        # intersection of the sets finds them in C, and the earliest of them are the answer.
+        best = set.intersection(*matched, *(whole[i] for i, (_, bonus) in enumerate(flags) if bonus is not None))
+        if len(best) >= per_video:
+            chosen[video_id] = heapq.nsmallest(per_video, best)
+            continue
+        # Otherwise count set members in C (Counter over the sets); only the ranking key is made
         # per cue in Python.
         halves = Counter(itertools.chain(*matched, *matched, *whole))
         keys = heapq.nlargest(per_video, [(worth << 32) | (_LAST_ORDINAL - o) for o, worth in halves.items()])
