@@ -89,8 +89,6 @@ def http_metrics_middleware() -> DefineMiddleware:
 
 def metrics_route(queue_depths: QueueDepths | None) -> HTTPRouteHandler:
     """The ``/metrics`` handler; ``queue_depths`` reads the broker (without it, no queue depth series)."""
-    # TODO(metrics): api/factory.py (``vidpipe api --workers N``) builds its apps without
-    # queue_depths, so those API processes report no vidpipe_queue_depth; pass it there as serve.py does.
 
     @get("/metrics", include_in_schema=False)
     async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
