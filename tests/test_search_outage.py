@@ -6,6 +6,7 @@ import asyncio
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,57 @@ def test_an_opensearch_outage_during_indexing_is_retried_and_the_job_finishes(
     index = next(s for s in result["stages"] if s["name"] == "index")  # type: ignore[attr-defined]
     assert index["attempts"] >= 2
     assert found == [uuid.UUID(str(result["video"]["id"]))]  # type: ignore[index]
+
+
+def test_a_rebuild_brings_over_what_the_pipeline_indexed_and_deleted_while_it_ran(
+    tmp_path: Path, osmem: OsmemProcess
+) -> None:
+    from pipeline.db.models import utcnow
+    from pipeline.edits import delete_video
+    from pipeline.search.documents import load_documents
+    from pipeline.search.maintenance import catch_up
+    from pipeline.search.opensearch import OpenSearchBackend
+    from tests.harness import process
+
+    env = {
+        **embedded_env(tmp_path),
+        "VIDPIPE_SEARCH_URL": osmem.url,
+        "VIDPIPE_SEARCH_INDEX_PREFIX": f"rebuild-{uuid.uuid4().hex[:8]}",
+    }
+    clips = {name: mediagen.make_video(tmp_path / f"{name}.mp4", duration=1.0) for name in ("a", "b", "c")}
+
+    async def found(runtime: Runtime, query: str) -> int:
+        return (await runtime.search.search(query)).total
+
+    async def scenario(runtime: Runtime) -> tuple[list[int], int, list[int]]:
+        search = runtime.search
+        assert isinstance(search, OpenSearchBackend)
+        albatross = await process(runtime, clips["a"], title="Albatross lecture")
+        condor = await process(runtime, clips["c"], title="Condor lecture")
+        listed = [uuid.UUID(str(done["video"]["id"])) for done in (albatross, condor)]  # type: ignore[index]
+        # The rebuild starts and reads its documents (both videos) ...
+        began = utcnow()
+        async with runtime.database.sessions() as session:
+            documents = [await load_documents(session, video_id) for video_id in listed]
+        # ... while the pipeline indexes a new video and a member deletes one: both reach the old index.
+        await process(runtime, clips["b"], title="Bittern lecture")
+        await delete_video(runtime, listed[1])
+
+        async def read() -> Any:
+            for document in documents:
+                yield document
+
+        await search.rebuild(read())
+        swapped = [await found(runtime, "bittern"), await found(runtime, "condor")]
+        changed = await catch_up(search, runtime.database, set(listed), began)
+        return swapped, changed, [await found(runtime, "bittern"), await found(runtime, "condor")]
+
+    try:
+        with open_pipeline(Settings.from_env(env).with_secret()) as pipeline:
+            swapped, changed, caught_up = with_runtime(pipeline, scenario)
+    finally:
+        osmem.stop()
+
+    assert swapped == [0, 1], "the new index holds only what the rebuild read"
+    assert changed == 2
+    assert caught_up == [1, 0]

@@ -198,9 +198,8 @@ class OpenSearchBackend:
 
         Searches keep reading the old index until the swap; the old indices are deleted after it.
         """
-        # TODO(search-reindex): videos indexed by the pipeline while a rebuild runs land in the
-        # old index and vanish at the swap unless the rebuild also read them; re-run the index
-        # stage for videos finished during the rebuild, or rebuild again.
+        # Videos the pipeline indexes while this runs land in the old index; the caller brings
+        # them over after the swap (pipeline.search.maintenance.catch_up).
         report = RebuildReport(index=self.names.fresh())
         started = time.perf_counter()
         await self._call("create an index", self._client.indices.create, index=report.index, body=index_body())
