@@ -92,6 +92,15 @@ async def _polled_view(runtime: Runtime, viewer: Viewer, job_id: uuid.UUID) -> P
     return PolledView(encoded=msgspec.json.encode(body), etag=etag_of(body))
 
 
+def forget_job_views(request: AnyRequest, job_id: uuid.UUID | None = None) -> None:
+    """Drop this process's cached views of ``job_id`` (of every job when ``None``) after changing it.
+
+    Every route that changes a job calls this, so the next poll through the same process reads
+    the change; other API processes see it within the cache's freshness (see :mod:`api.readcache`).
+    """
+    _job_views(request).forget(lambda key: job_id is None or key[0] == job_id)
+
+
 def _job_views(request: AnyRequest) -> ReadCache[tuple[uuid.UUID, uuid.UUID], PolledView]:
     """This process's cache of job views, made on first use."""
     state = request.app.state
@@ -200,7 +209,7 @@ class JobsController(Controller):
             await retry_job(db, runtime.dispatcher, job_id, stage)
         except InvalidTransition:
             raise Conflict("The job has not ended, so it cannot be retried yet.", code="job.not_finished") from None
-        _job_views(request).forget(lambda key: key[0] == job_id)
+        forget_job_views(request, job_id)
         logger.info("Job %s was queued again by user %s.", job_id, viewer.user_id)
         return job_view(await load_job(db, job_id))
 
@@ -213,7 +222,7 @@ class JobsController(Controller):
         if not await cancel_job(db, job_id):
             raise Conflict("The job has already ended.", code="job.already_finished")
         await db.commit()
-        _job_views(request).forget(lambda key: key[0] == job_id)
+        forget_job_views(request, job_id)
         return job_view(await load_job(db, job_id))
 
     @get("/{job_id:uuid}/events")

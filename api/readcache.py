@@ -5,8 +5,10 @@ token with every request; each answer would otherwise cost database round trips.
 :class:`ReadCache` keeps what it read for a fraction of a second, and concurrent misses for one
 key share one read, so a burst of requests after an entry ages out costs one query, not one
 per request. Job views are keyed by job and caller, so the visibility decision is cached with
-the body; a poller sees a change at most :data:`FRESH_SECONDS` later than the database has it,
-while ``?wait=`` long-polls and the event stream read the database directly.
+the body. The process that changes a job forgets its views at once; through any other API
+process a poller sees the change at most ``FRESH_SECONDS * STALE_FACTOR`` (one second) later
+than the database has it, while ``?wait=`` long-polls and the event stream read the database
+directly.
 """
 
 from __future__ import annotations

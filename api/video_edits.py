@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.access import Viewer, viewer_of, visible_video
 from api.errors import ErrorBody, error_response
+from api.jobs import forget_job_views
 from api.videos import VideoView, video_view
 from pipeline import edits
 from pipeline.db.models import SubtitleTrack, Video
@@ -145,6 +146,7 @@ class VideoEditsController(Controller):
             description=edits.KEEP if data.description is msgspec.UNSET else data.description,
             language=edits.KEEP if data.language is msgspec.UNSET else data.language,
         )
+        forget_job_views(request, rerun.job_id)
         logger.info(
             "Video %s was edited by user %s; stages to run again: %s.",
             video_id,
@@ -164,6 +166,7 @@ class VideoEditsController(Controller):
         viewer, _ = await _video(request, db, video_id)
         runtime: Runtime = request.app.state.runtime
         await edits.delete_video(runtime, video_id)
+        forget_job_views(request)
         logger.info("Video %s was deleted by user %s.", video_id, viewer.user_id)
 
     @get("/{video_id:uuid}/subtitles")
@@ -207,6 +210,7 @@ class VideoEditsController(Controller):
             language=data.language or None,
             label=data.label,
         )
+        forget_job_views(request, added.rerun.job_id)
         logger.info("Subtitle track %s was added to video %s by user %s.", added.track.id, video_id, viewer.user_id)
         return track_view(request, video_id, added.track)
 
@@ -243,7 +247,8 @@ class VideoEditsController(Controller):
         """Delete a track with its cues and files; the video is indexed again without them."""
         viewer, _ = await _video(request, db, video_id)
         runtime: Runtime = request.app.state.runtime
-        await edits.delete_subtitle_track(runtime, video_id, track_id)
+        rerun = await edits.delete_subtitle_track(runtime, video_id, track_id)
+        forget_job_views(request, rerun.job_id)
         logger.info("Subtitle track %s of video %s was deleted by user %s.", track_id, video_id, viewer.user_id)
 
 
