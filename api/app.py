@@ -8,7 +8,6 @@ Prometheus metrics at ``/metrics`` (see :mod:`api.metrics`).
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,9 +56,6 @@ def create_app(settings: Settings, dispatcher: Dispatcher, *, queue_depths: Queu
         runtime = Runtime.build(settings, dispatcher)
         app.state.runtime = runtime
         document_errors(app.openapi_schema)
-        # What start-up built lives as long as the process: keep it out of the collector's
-        # full passes, which otherwise pause every request in flight now and then.
-        gc.freeze()
         logger.info("The API is serving with %s.", runtime.storage.description)
         try:
             yield
