@@ -8,6 +8,7 @@ Prometheus metrics at ``/metrics`` (see :mod:`api.metrics`).
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,6 +80,24 @@ def create_app(settings: Settings, dispatcher: Dispatcher, *, queue_depths: Queu
         ),
         debug=False,
     )
+
+
+def freeze_after_start_up(app: Litestar) -> None:
+    """Keep what start-up built out of the garbage collector's full passes (for servers only).
+
+    Modules, routes, schemas and connection pools live as long as the process; left in the
+    collector's oldest generation, each full pass walks all of them and pauses every request
+    in flight for tens of milliseconds, the whole of the job route's p99 under load. Servers
+    call this; tests that build apps by the dozen in one process do not, so what they drop is
+    still collected.
+    """
+
+    def freeze() -> None:
+        gc.collect()
+        gc.freeze()
+        logger.info("Kept %d start-up objects out of the garbage collector's full passes.", gc.get_freeze_count())
+
+    app.on_startup.append(freeze)
 
 
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)

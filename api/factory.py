@@ -11,7 +11,7 @@ from functools import partial
 
 from litestar import Litestar
 
-from api.app import create_app
+from api.app import create_app, freeze_after_start_up
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from workers.broker import DramatiqDispatcher, build_broker, queue_depths
@@ -27,4 +27,5 @@ def app_from_environment() -> Litestar:
     broker = build_broker(settings)
     app = create_app(settings, DramatiqDispatcher(broker), queue_depths=partial(queue_depths, broker))
     app.on_shutdown.append(broker.close)
+    freeze_after_start_up(app)
     return app

@@ -1,4 +1,4 @@
-"""``vidpipe api`` as a server process: several API processes on one port with a Redis broker."""
+"""``vidpipe api`` as a server process: its event loop and start-up, and several API processes on one port."""
 
 from __future__ import annotations
 
@@ -26,6 +26,47 @@ def _free_port() -> int:
 def _get(url: str) -> tuple[int, dict[str, object]]:
     with urllib.request.urlopen(url, timeout=5) as answer:
         return answer.status, json.loads(answer.read())
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def test_one_api_process_serves_on_uvloop_with_start_up_frozen(backend: Backend, tmp_path: Path) -> None:
+    """The single-process server runs uvicorn's own loop choice and freezes its start-up objects.
+
+    Serving through our own coroutine once fell back to the pure-Python loop, and without the
+    freeze the collector's full passes made the job route's p99 three times the bare route's
+    (benchmarks/bench_api.py); both are easy to lose again without noticing.
+    """
+    port, log_path = _free_port(), tmp_path / "api.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli.main", "api", "--port", str(port)],
+            env=backend.process_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+
+            def frozen() -> bool:
+                return "start-up objects out of the garbage collector's full passes" in log_path.read_text()
+
+            assert wait_until(frozen, timeout=60), log_path.read_text()
+            assert _get(f"http://127.0.0.1:{port}/health/live")[0] == 200
+            maps = Path(f"/proc/{server.pid}/maps")
+            if not maps.exists():
+                pytest.skip("reading a process's loaded libraries needs Linux's /proc")
+            assert "uvloop" in maps.read_text(), "the API process did not load uvloop"
+        finally:
+            _stop(server)
+    assert "Traceback" not in log_path.read_text()
 
 
 def test_several_api_processes_need_a_redis_broker(backend: Backend) -> None:
@@ -64,11 +105,7 @@ def test_two_api_processes_serve_one_port(backend: Backend, tmp_path: Path) -> N
         assert wait_until(both_started, timeout=30), (tmp_path / "api.log").read_text()
         status, body = _get(f"http://127.0.0.1:{port}/health/ready")
         assert status == 200 and body["status"] == "ok", body
+        assert (tmp_path / "api.log").read_text().count("garbage collector's full passes") == 2
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        _stop(server)
         log.close()

@@ -42,7 +42,7 @@ def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, freeze_after_start_up
     from workers.broker import DramatiqDispatcher, queue_depths
 
     logging.getLogger("pipeline").setLevel(logging.INFO)
@@ -69,6 +69,7 @@ def api(host: str, port: int, workers: int) -> None:
         app = create_app(
             settings, DramatiqDispatcher(pipeline.broker), queue_depths=lambda: queue_depths(pipeline.broker)
         )
+        freeze_after_start_up(app)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **_uvicorn_logging(settings)))
 
         async def serve() -> None:
@@ -84,7 +85,11 @@ def api(host: str, port: int, workers: int) -> None:
                 stop.set()
                 await periodic
 
-        asyncio.run(serve())
+        # The loop uvicorn would pick for itself (uvloop where installed): serving through our
+        # own coroutine must not fall back to the pure-Python loop, which costs a third of the
+        # throughput of the polled routes.
+        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+            runner.run(serve())
 
 
 async def _scheduler(app: Litestar, stop: asyncio.Event) -> None:
