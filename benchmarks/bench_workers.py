@@ -11,6 +11,9 @@ used; real ``dramatiq workers.entry`` processes do the work. Figures:
   the time from the first stage starting to the last job ending, for 1 process and for 2
   (one thread each and ``VIDPIPE_FFMPEG_THREADS=1``, so the ratio shows what a second process
   adds on 2 cores rather than how ffmpeg spreads one video over both);
+- the cores one process's media work keeps busy: even with ``-threads 1`` ffmpeg runs its
+  demuxer, decoder, filters and encoder on threads of their own, so one process already uses a
+  little more than one core and ``2 / cores`` is the most a second process can add;
 - overhead per video beyond the media work: the 1-process drain divided by the clip count,
   minus the same media calls (probe, poster, candidates, storyboard) run bare on one clip;
 - hop: the gap between one stage finishing and the next starting, median over 20 jobs sent
@@ -218,6 +221,33 @@ def cpu_ceiling() -> float:
     return times[0] / times[1]
 
 
+def media_cores(clips: list[Path]) -> float:
+    """How many cores the media work of one process keeps busy: CPU seconds (its own and its
+    ffmpeg children's) over wall seconds, the calls run one after another as one worker thread
+    runs them. Above 1.0 because ffmpeg (7 and later) demuxes, decodes, filters and encodes on
+    threads of its own even with ``-threads 1``; two processes can then gain at most
+    ``2 / cores`` on two cores, whatever the pipeline does."""
+    import resource
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_pipeline import bare_media
+
+    from pipeline.media.ffmpeg import find_ffmpeg, set_thread_count
+
+    set_thread_count(1)
+    ffmpeg = find_ffmpeg(None)
+
+    def cpu() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    bare_media(clips[0], ffmpeg)  # warm the imports
+    cpu_before, started = cpu(), time.perf_counter()
+    for clip in clips:
+        bare_media(clip, ffmpeg)
+    return (cpu() - cpu_before) / (time.perf_counter() - started)
+
+
 def bare_media_seconds(clip: Path) -> float:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_pipeline import bare_media
@@ -240,6 +270,7 @@ def main() -> None:
     bare_two = bare_drain(clips, 2)
     bare = bare_media_seconds(clips[0])
     ceiling = cpu_ceiling()
+    cores = media_cores(clips)
     gaps = hops(clips[0])
     print(f"backlog of {len(clips)} clips (2 s, 320x180), one thread per process")
     print(f"  1 worker process:  {one:7.2f} s  ({one / len(clips) * 1000:6.0f} ms per video)")
@@ -251,6 +282,10 @@ def main() -> None:
     )
     print(f"  pipeline speed-up relative to the media work's own: {(one / two) / (bare_one / bare_two):5.2f}")
     print(f"  ceiling, pure Python CPU work in 1 and 2 processes: {ceiling:5.2f}x")
+    print(
+        f"  cores the media work of one process keeps busy (ffmpeg's own threads): {cores:4.2f}, "
+        f"so 2 processes on 2 cores gain at most {2 / cores:4.2f}x"
+    )
     print(
         f"  bare media work per clip: {bare * 1000:6.0f} ms; overhead per video beyond it: "
         f"{(one / len(clips) - bare) * 1000:6.0f} ms"
