@@ -8,8 +8,9 @@
   becomes a label value. Several API processes on one port (``vidpipe api --workers N``) add
   up their numbers through prometheus_client's multiprocess mode.
 - Jobs by state, stage runs waiting and running, uploads in progress, the age of the oldest
-  waiting stage, and the stage duration histograms and failure counts are read from the
-  database at scrape time, a handful of ``GROUP BY`` queries.
+  waiting stage and the failure counts are read from the database at scrape time, a handful
+  of ``GROUP BY`` queries. The stage duration histogram is read from running totals that the
+  stage runner keeps as stages succeed (:mod:`pipeline.stagetotals`), a few dozen rows.
 - Queue depth comes from the broker, the one place that knows how many messages wait.
 - The probes of ``/health/ready`` (database, storage, search) and the broker read are timed on
   each scrape.
@@ -20,10 +21,10 @@ reading it works for every worker topology — in-process threads, ``vidpipe wor
 on many hosts, containers that come and go — with no exporter port per worker, no
 multiprocess files shared between hosts, and nothing lost when a worker is killed mid-stage.
 Every API process answers alike, so a load balancer may send the scrape to any of them. The
-price is that the histogram and the failure counter describe the stage runs the database holds
-*now*: retrying a job or deleting a video takes runs away, which Prometheus reads as a counter
-reset, and a transient failure that a retry later overcame is not counted (the run keeps only
-its last outcome).
+duration totals only grow, as a Prometheus counter must; the failure counter describes the
+failed runs the database holds *now*: retrying a job or deleting a video takes them away,
+which Prometheus reads as a counter reset, and a transient failure that a retry later overcame
+is not counted (the run keeps only its last outcome).
 
 ``/metrics`` is public, as usual inside a cluster whose network keeps it private, unless
 ``VIDPIPE_METRICS_TOKEN`` is set; then it needs ``Authorization: Bearer <token>``.
@@ -54,13 +55,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import ColumnElement, case, extract, func, literal_column, select, text
+from sqlalchemy import case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import Unauthenticated
 from pipeline.db.models import Job, StageRun, Video, utcnow
 from pipeline.logs import log_context
 from pipeline.runtime import Runtime
+from pipeline.stagetotals import STAGE_BUCKETS, Durations, read_durations
 from pipeline.states import JobStatus, Stage, StageStatus, VideoStatus
 
 logger = logging.getLogger(__name__)
@@ -68,8 +70,6 @@ logger = logging.getLogger(__name__)
 QueueDepths = Callable[[], Mapping[str, Mapping[str, int]]]
 """Reads the broker: messages waiting per queue (each stage, ``notifications``), ``ready`` and ``delayed``."""
 
-STAGE_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-"""Upper bounds, in seconds, of the stage duration histogram: an index run to a long storyboard."""
 
 # The classic text format (what every Prometheus reads); Litestar appends the charset itself.
 _CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -123,13 +123,6 @@ def _http_collector() -> Collector:
 
 
 @dataclass
-class _Durations:
-    count: int = 0
-    total: float = 0.0
-    buckets: list[int] = field(default_factory=lambda: [0] * len(STAGE_BUCKETS))
-
-
-@dataclass
 class Snapshot:
     """What one scrape read from the database, the broker and the backing services."""
 
@@ -140,7 +133,7 @@ class Snapshot:
     """Waiting (``queued``) and ``running`` stage runs by (stage, state)."""
     oldest_waiting: dict[str, datetime] = field(default_factory=dict)
     """Per stage, since when its longest-waiting queued run could have been taken."""
-    durations: dict[str, _Durations] = field(default_factory=dict)
+    durations: dict[str, Durations] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     uploads_in_progress: int = 0
     queues: Mapping[str, Mapping[str, int]] | None = None
@@ -189,7 +182,7 @@ class Snapshot:
             "vidpipe_stage_duration_seconds", "Run time of succeeded stage runs.", labels=["stage"]
         )
         for stage in Stage:
-            seen = self.durations.get(stage.value, _Durations())
+            seen = self.durations.get(stage.value, Durations())
             buckets = [(_bound(b), float(n)) for b, n in zip(STAGE_BUCKETS, seen.buckets, strict=True)]
             durations.add_metric([stage.value], [*buckets, ("+Inf", float(seen.count))], seen.total)
         yield durations
@@ -261,7 +254,7 @@ async def _read_database(runtime: Runtime, snapshot: Snapshot) -> None:
         await session.execute(text("SELECT 1"))
         snapshot.jobs = await _jobs_by_state(session)
         await _waiting_and_running(session, snapshot)
-        snapshot.durations = await _durations(session, _seconds(runtime.settings.database_dialect))
+        snapshot.durations = await read_durations(session)
         snapshot.failures = await _failures(session)
         snapshot.uploads_in_progress = (
             await session.scalar(
@@ -290,39 +283,6 @@ async def _waiting_and_running(session: AsyncSession, snapshot: Snapshot) -> Non
         snapshot.stage_runs[(stage, status)] = count
         if status == StageStatus.QUEUED and oldest is not None:
             snapshot.oldest_waiting[stage] = oldest
-
-
-def _seconds(dialect: str) -> ColumnElement[Any]:
-    """Seconds from a run's start to its finish, in the database's own date arithmetic."""
-    if dialect == "sqlite":
-        return (func.julianday(StageRun.finished_at) - func.julianday(StageRun.started_at)) * 86400.0
-    return extract("epoch", StageRun.finished_at - StageRun.started_at)
-
-
-async def _durations(session: AsyncSession, seconds: ColumnElement[Any]) -> dict[str, _Durations]:
-    # TODO(metrics): this reads every succeeded stage run on each scrape (about a second for
-    # 400,000 runs on PostgreSQL); past that, keep per-stage bucket totals in a table the runner
-    # updates when a stage ends.
-    # One CASE per run names its lowest bucket; the cumulative counts are summed up here.
-    bucket = case(*((seconds <= bound, i) for i, bound in enumerate(STAGE_BUCKETS)), else_=len(STAGE_BUCKETS))
-    rows = await session.execute(
-        select(StageRun.stage, bucket.label("bucket"), func.count(), func.sum(seconds))
-        .where(
-            StageRun.status == StageStatus.SUCCEEDED.value,
-            StageRun.started_at.is_not(None),
-            StageRun.finished_at.is_not(None),
-        )
-        # By the output column's name: the CASE repeated would carry bound parameters of its own.
-        .group_by(StageRun.stage, literal_column("bucket"))
-    )
-    found: dict[str, _Durations] = {}
-    for stage, lowest, count, total in rows:
-        seen = found.setdefault(stage, _Durations())
-        seen.count += count
-        seen.total += float(total or 0)
-        for i in range(lowest, len(STAGE_BUCKETS)):
-            seen.buckets[i] += count
-    return found
 
 
 async def _failures(session: AsyncSession) -> dict[tuple[str, str], int]:

@@ -7,7 +7,9 @@ scrape with prometheus_client's own parser.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -17,11 +19,12 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, update
@@ -29,8 +32,11 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from pipeline.cli.app import Pipeline
-from pipeline.db.migrate import sync_url
-from pipeline.db.models import StageRun, Video, utcnow
+from pipeline.db import open_database
+from pipeline.db.migrate import sync_url, upgrade
+from pipeline.db.models import Job, StageRun, Video, utcnow
+from pipeline.settings import Settings
+from pipeline.stagetotals import Durations, read_durations
 from pipeline.states import Stage, VideoStatus
 from pipeline.submit import submit_file
 from tests import mediagen
@@ -38,6 +44,7 @@ from tests.conftest import SERVICES_ONLY, Backend
 from tests.harness import open_pipeline, process, with_runtime
 from tests.services import wait_until
 from tests.test_api_auth import _bearer, _error_code, _login, _register
+from tests.test_search import _scratch_database
 from workers.broker import DramatiqDispatcher, queue_depths
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -263,3 +270,84 @@ def test_two_api_processes_add_up_their_request_counts_and_log_json(backend: Bac
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
     started = [e for e in entries if e["logger"] == "uvicorn.error" and "startup complete" in e["message"]]
     assert len(started) == 2
+
+
+def test_the_duration_histogram_only_grows_when_runs_are_retried_or_deleted(backend: Backend, tmp_path: Path) -> None:
+    """Stage durations are counted as stages succeed, so neither a retry nor a deletion lowers a count."""
+    settings = backend.settings()
+    clip = mediagen.make_video(tmp_path / "lighthouse.mp4", duration=1.0)
+
+    with open_pipeline(settings) as pipeline, api(pipeline) as client:
+        ada, headers = _member(client, "ada")
+        done = with_runtime(pipeline, lambda rt: process(rt, clip, title="Lighthouse", owner_id=ada))
+        assert done["job"]["status"] == "succeeded", done
+        once = scrape(client)
+
+        job_url = f"/api/v1/jobs/{done['job']['id']}"
+        assert client.post(f"{job_url}/retry", headers=headers).status_code == 202
+
+        def ended_again() -> bool:
+            body = client.get(job_url, headers=headers).json()
+            return bool(body["status"] == "succeeded" and body["finished_at"] != done["job"]["finished_at"])
+
+        assert wait_until(ended_again, timeout=120)
+        twice = scrape(client)
+        assert client.delete(f"/api/v1/videos/{done['video']['id']}", headers=headers).status_code == 204
+        deleted = scrape(client)
+
+    for stage in Stage:
+        for samples, runs in ((once, 1), (twice, 2), (deleted, 2)):
+            assert value(samples, "vidpipe_stage_duration_seconds_count", stage=stage.value) == runs, stage
+            assert value(samples, "vidpipe_stage_duration_seconds_bucket", stage=stage.value, le="+Inf") == runs
+        first = value(once, "vidpipe_stage_duration_seconds_sum", stage=stage.value) or 0
+        assert (value(twice, "vidpipe_stage_duration_seconds_sum", stage=stage.value) or 0) > first > 0
+    assert value(deleted, "vidpipe_jobs", state="succeeded") == 0
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def test_the_totals_migration_counts_the_runs_already_in_the_database(database: str, tmp_path: Path) -> None:
+    with _scratch_database(database, tmp_path, "totals") as url:
+        upgrade(url, "0010")
+        started = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+        with sync_session(url) as session:
+            video = Video(title="Old", source_key="x", source_filename="x.mp4", status=VideoStatus.READY)
+            session.add(video)
+            session.flush()
+            for took in (0.2, 0.4, 3.0):
+                job = Job(video_id=video.id, status="succeeded")
+                session.add(job)
+                session.flush()
+                session.add_all(
+                    [
+                        _run(job.id, Stage.INGEST, "succeeded", started, took),
+                        _run(job.id, Stage.INDEX, "succeeded", started, took * 2000),
+                        _run(job.id, Stage.THUMBNAILS, "failed", started, took),
+                        _run(job.id, Stage.SUBTITLES, "pending", None, None),
+                    ]
+                )
+            session.commit()
+
+        upgrade(url)
+
+        async def read() -> dict[str, Durations]:
+            database = open_database(dataclasses.replace(Settings.from_env({}), database_url=url))
+            try:
+                async with database.sessions() as session:
+                    return await read_durations(session)
+            finally:
+                await database.dispose()
+
+        found = asyncio.run(read())
+    assert set(found) == {"ingest", "index"}
+    assert found["ingest"].count == 3 and found["ingest"].total == pytest.approx(3.6, abs=0.01)
+    assert found["ingest"].buckets[:4] == [2, 2, 2, 3]  # two under 0.5 s, the third under 5 s
+    assert found["index"].count == 3 and found["index"].total == pytest.approx(7200, abs=1)
+    # 400 s and 800 s fall under 600 s and 1800 s; 6,000 s is beyond the last bound (1 h).
+    assert found["index"].buckets[-4:] == [0, 1, 2, 2]
+
+
+def _run(job_id: uuid.UUID, stage: Stage, status: str, started: datetime | None, took: float | None) -> StageRun:
+    finished = started + timedelta(seconds=took) if started is not None and took is not None else None
+    return StageRun(
+        job_id=job_id, stage=stage.value, position=0, status=status, started_at=started, finished_at=finished
+    )

@@ -175,6 +175,22 @@ class StageRun(Base):
     job: Mapped[Job] = relationship(back_populates="stages")
 
 
+class StageDurationTotal(Base):
+    """How many succeeded stage runs took up to one of the histogram's bounds, and their seconds.
+
+    Kept by the stage runner as stages succeed (see :mod:`pipeline.stagetotals`); never
+    decremented, so the metrics read from it are true counters.
+    """
+
+    __tablename__ = "stage_duration_totals"
+
+    stage: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    """Position of the lowest bound the runs fit under in ``STAGE_BUCKETS``; its length beyond the last."""
+    runs: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class Thumbnail(Base):
     """An image (or the storyboard's WebVTT index) produced for a video."""
 

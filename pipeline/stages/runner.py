@@ -29,6 +29,7 @@ from pipeline.jobs import backoff_ms, move_job, move_stage, queue_ready_stages
 from pipeline.logs import bind_log_context, log_context
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
+from pipeline.stagetotals import add_success
 from pipeline.states import GRAPH, JOB_TERMINAL, JobStatus, Stage, StageStatus, VideoStatus, dependents
 from pipeline.webhooks import announce_job_event
 
@@ -239,7 +240,8 @@ async def _succeed(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
     redelivered message for a succeeded stage is ignored.
     """
     async with runtime.database.sessions() as session:
-        await move_stage(session, job_id, stage, StageStatus.SUCCEEDED, progress=100.0)
+        if await move_stage(session, job_id, stage, StageStatus.SUCCEEDED, progress=100.0):
+            await _count_duration(session, job_id, stage)
         ready = await queue_ready_stages(session, job_id) if dependents(stage) else []
         finished = not dependents(stage) and await finish_job(session, job_id)
         await session.commit()
@@ -247,6 +249,19 @@ async def _succeed(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
         runtime.dispatcher.send(job_id, follower)
     if finished:
         await announce_job_event(runtime, job_id)
+
+
+async def _count_duration(session: AsyncSession, job_id: uuid.UUID, stage: Stage) -> None:
+    """Add the run that just succeeded to the stage duration totals (the metrics histogram)."""
+    times = (
+        await session.execute(
+            select(StageRun.started_at, StageRun.finished_at).where(
+                StageRun.job_id == job_id, StageRun.stage == stage.value
+            )
+        )
+    ).one_or_none()
+    if times is not None and times.started_at is not None and times.finished_at is not None:
+        await add_success(session, stage.value, (times.finished_at - times.started_at).total_seconds())
 
 
 async def finish_job(session: AsyncSession, job_id: uuid.UUID) -> bool:
