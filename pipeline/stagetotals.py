@@ -15,7 +15,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, extract, func, literal_column, select
+from sqlalchemy import ColumnElement, Select, case, extract, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Insert
@@ -78,9 +78,15 @@ async def read_durations(session: AsyncSession) -> dict[str, Durations]:
 
 def totals_from_runs(dialect: str) -> Insert:
     """``INSERT … SELECT`` of the totals of every succeeded run in ``stage_runs`` (a migration's back-fill)."""
+    table = StageDurationTotal.__table__
+    return table.insert().from_select(["stage", "bucket", "runs", "seconds"], runs_by_bucket(dialect))  # type: ignore[attr-defined]
+
+
+def runs_by_bucket(dialect: str) -> Select[tuple[str, int, int, float]]:
+    """Succeeded runs in ``stage_runs`` counted by stage and bucket: a scan of every run."""
     seconds = _run_seconds(dialect)
     bucket = case(*((seconds <= bound, i) for i, bound in enumerate(STAGE_BUCKETS)), else_=len(STAGE_BUCKETS))
-    counted = (
+    return (
         select(StageRun.stage, bucket.label("bucket"), func.count(), func.coalesce(func.sum(seconds), 0.0))
         .where(
             StageRun.status == StageStatus.SUCCEEDED.value,
@@ -90,8 +96,6 @@ def totals_from_runs(dialect: str) -> Insert:
         # By the output column's name: the CASE repeated would carry bound parameters of its own.
         .group_by(StageRun.stage, literal_column("bucket"))
     )
-    table = StageDurationTotal.__table__
-    return table.insert().from_select(["stage", "bucket", "runs", "seconds"], counted)  # type: ignore[attr-defined]
 
 
 def _run_seconds(dialect: str) -> ColumnElement[Any]:
