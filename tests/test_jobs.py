@@ -194,3 +194,39 @@ def test_a_storage_outage_is_retried_with_backoff_and_the_job_finishes(backend: 
     assert result["job"]["status"] == "succeeded", result
     ingest = next(s for s in result["stages"] if s["name"] == "ingest")
     assert ingest["attempts"] >= 2
+
+
+def test_progress_is_written_at_most_every_half_second_counted_from_the_claim(database_settings: Settings) -> None:
+    """A short stage writes no intermediate progress: each write is a transaction no poller would see."""
+    from pipeline.stages.runner import _claim
+
+    async def progress_seen(runtime: Runtime) -> list[float]:
+        video = Video(title="t", source_key="k", source_filename="f")
+        job = new_job(video)
+        async with runtime.database.sessions() as session:
+            session.add_all([video, job])
+            await session.flush()
+            await move_stage(session, job.id, Stage.INGEST, StageStatus.QUEUED)
+            await session.commit()
+        context = await _claim(runtime, job.id, Stage.INGEST)
+        assert context is not None
+
+        async def stored() -> float:
+            async with runtime.database.sessions() as session:
+                ingest = (StageRun.job_id == job.id) & (StageRun.stage == Stage.INGEST.value)
+                return float(await session.scalar(select(StageRun.progress).where(ingest)) or 0.0)
+
+        seen = []
+        await context.report(40)  # right after the claim: not written
+        seen.append(await stored())
+        await context.report(50, force=True)
+        seen.append(await stored())
+        await context.report(60)  # right after the forced write: not written either
+        seen.append(await stored())
+        await asyncio.sleep(0.6)
+        await context.report(70)
+        seen.append(await stored())
+        return seen
+
+    with open_pipeline(database_settings, start_workers=False) as pipeline:
+        assert with_runtime(pipeline, progress_seen) == [0.0, 50.0, 50.0, 70.0]

@@ -15,6 +15,6 @@ async def run(ctx: StageContext) -> None:
     async with ctx.runtime.database.sessions() as session:
         # The document says "ready": it is what the video will be once this last stage succeeds.
         document, cues = await load_documents(session, ctx.video_id, status=VideoStatus.READY.value)
-    await ctx.report(30, force=True)
+    await ctx.report(30)
     await ctx.runtime.search.index_video(document, cues)
     logger.info("Video %s is indexed with %d cues in the %s search.", ctx.video_id, len(cues), ctx.runtime.search.name)

@@ -43,9 +43,9 @@ async def run(ctx: StageContext) -> None:
 
     async with storage.local_path(source_key) as path:
         digest = await asyncio.to_thread(_sha256, path)
-        await ctx.report(40, force=True)
+        await ctx.report(40)
         facts = await asyncio.to_thread(probe, path)
-    await ctx.report(90, force=True)
+    await ctx.report(90)
 
     async with ctx.runtime.database.sessions() as session:
         video = await get_video(session, ctx.video_id)

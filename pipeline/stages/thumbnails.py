@@ -38,11 +38,11 @@ async def run(ctx: StageContext) -> None:
         async with runtime.storage.local_path(source_key) as src:
             poster = work / f"poster.{ext}"
             used_at = await extract_poster(src, poster, at=poster_at, duration=duration, ffmpeg=runtime.ffmpeg)
-            await ctx.report(20, force=True)
+            await ctx.report(20)
             candidates = await extract_candidates(
                 src, work / "candidates", duration=duration, ffmpeg=runtime.ffmpeg, fmt=ext
             )
-            await ctx.report(40, force=True)
+            await ctx.report(40)
             board = await build_storyboard(
                 src,
                 work / "storyboard",
@@ -52,7 +52,7 @@ async def run(ctx: StageContext) -> None:
                 ffmpeg=runtime.ffmpeg,
                 fmt=ext,
             )
-        await ctx.report(80, force=True)
+        await ctx.report(80)
 
         content_type = _CONTENT_TYPES[ext]
         rows.append(await _store(ctx, poster, keys.poster_key(ctx.video_id, ext), "poster", 0, used_at, content_type))
