@@ -8,6 +8,7 @@ variables at PostgreSQL, Redis, S3 and OpenSearch.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -112,6 +113,10 @@ class Settings:
     """Attempts of one webhook delivery before it is given up."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API; empty turns CORS off."""
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
+    """Addresses or networks (``10.0.0.0/8``) of the reverse proxies in front of the API, or ``*``.
+    A request arriving from one of them is taken to come from the client its ``X-Forwarded-For``
+    names, for rate limits and the login history; from anywhere else the header is ignored."""
     log_format: str = "text"
     """``text`` (readable) or ``json`` (one object per line)."""
     metrics_token: str | None = field(default=None, repr=False)
@@ -190,6 +195,7 @@ class Settings:
             webhook_retry_ms=_integer("VIDPIPE_WEBHOOK_RETRY_MS", get("WEBHOOK_RETRY_MS", "10000"), minimum=1),
             webhook_max_attempts=_integer("VIDPIPE_WEBHOOK_MAX_ATTEMPTS", get("WEBHOOK_MAX_ATTEMPTS", "8"), minimum=1),
             cors_origins=_list(get("CORS_ORIGINS")),
+            trusted_proxies=_networks("VIDPIPE_TRUSTED_PROXIES", get("TRUSTED_PROXIES", "127.0.0.1")),
             log_format=_choice("VIDPIPE_LOG_FORMAT", get("LOG_FORMAT", "text"), _LOG_FORMATS),
             metrics_token=get("METRICS_TOKEN"),
         )
@@ -277,6 +283,22 @@ def _flag(name: str, value: str | None) -> bool:
 def _list(value: str | None) -> tuple[str, ...]:
     """A comma-separated setting, blanks dropped."""
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+def _networks(name: str, value: str | None) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses and networks, or ``*`` for any."""
+    entries = _list(value)
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"{name} holds {entry!r}, which is neither an IP address nor a network such as 10.0.0.0/8.",
+                code="config.trusted_proxies",
+            ) from None
+    return entries
 
 
 def _number(name: str, value: str | None) -> float:

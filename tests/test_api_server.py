@@ -109,3 +109,55 @@ def test_two_api_processes_serve_one_port(backend: Backend, tmp_path: Path) -> N
     finally:
         _stop(server)
         log.close()
+
+
+def _call(url: str, body: dict[str, object] | None = None, headers: dict[str, str] | None = None) -> object:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+@pytest.mark.parametrize(
+    ("trusted", "recorded"),
+    [("127.0.0.1", "203.0.113.7"), ("192.0.2.0/24", "127.0.0.1")],
+    ids=["from-a-trusted-proxy", "from-an-untrusted-peer"],
+)
+def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
+    backend: Backend, tmp_path: Path, trusted: str, recorded: str
+) -> None:
+    """Rate limits and the login history see the client's address, and no client can choose its own."""
+    port, log_path = _free_port(), tmp_path / "api.log"
+    env = {**backend.process_env(), "VIDPIPE_TRUSTED_PROXIES": trusted}
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli.main", "api", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+
+            def live() -> bool:
+                try:
+                    return _get(f"{base}/health/live")[0] == 200
+                except OSError:
+                    return False
+
+            assert wait_until(live, timeout=60), log_path.read_text()
+            account = {"email": "ada@example.org", "username": "ada", "password": "Lecture-hall-42"}
+            _call(f"{base}/api/v1/auth/register", account)
+            tokens = _call(
+                f"{base}/api/v1/auth/login",
+                {"login": "ada", "password": account["password"]},
+                {"X-Forwarded-For": "203.0.113.7"},
+            )
+            assert isinstance(tokens, dict)
+            logins = _call(
+                f"{base}/api/v1/users/me/logins", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+            )
+        finally:
+            _stop(server)
+    assert isinstance(logins, list) and [entry["client_address"] for entry in logins] == [recorded]

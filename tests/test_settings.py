@@ -21,6 +21,16 @@ def test_the_embedded_default_needs_nothing_but_a_data_dir(tmp_path: Path) -> No
     assert settings.search_url == "database"
 
 
+def test_trusted_proxies_are_addresses_networks_or_any(tmp_path: Path) -> None:
+    def trusted(value: str | None) -> tuple[str, ...]:
+        env = {"VIDPIPE_DATA_DIR": str(tmp_path)} | ({"VIDPIPE_TRUSTED_PROXIES": value} if value is not None else {})
+        return Settings.from_env(env).trusted_proxies
+
+    assert trusted(None) == ("127.0.0.1",)
+    assert trusted(" 10.0.0.5, 172.16.0.0/12 ,::1") == ("10.0.0.5", "172.16.0.0/12", "::1")
+    assert trusted("*") == ("*",)
+
+
 def test_a_missing_secret_is_generated_once_into_the_data_dir(tmp_path: Path) -> None:
     first = Settings.from_env({"VIDPIPE_DATA_DIR": str(tmp_path)}).with_secret()
     second = Settings.from_env({"VIDPIPE_DATA_DIR": str(tmp_path)}).with_secret()
@@ -41,6 +51,8 @@ def test_a_missing_secret_is_generated_once_into_the_data_dir(tmp_path: Path) ->
         ({"VIDPIPE_MAX_ATTEMPTS": "many"}, "whole number"),
         ({"VIDPIPE_S3_PATH_STYLE": "maybe"}, "true or false"),
         ({"VIDPIPE_FFMPEG_THREADS": "-1"}, "VIDPIPE_FFMPEG_THREADS"),
+        ({"VIDPIPE_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal"}, "'proxy.internal'"),
+        ({"VIDPIPE_TRUSTED_PROXIES": "10.0.0.0/33"}, "VIDPIPE_TRUSTED_PROXIES"),
     ],
 )
 def test_a_bad_setting_is_reported_in_one_sentence_naming_it(tmp_path: Path, env: dict[str, str], words: str) -> None:

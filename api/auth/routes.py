@@ -49,8 +49,8 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
 
 
 def _client(request: AnyRequest) -> service.Client:
-    # TODO(proxies): behind a reverse proxy this is the proxy's address, so every client shares
-    # one rate-limit budget; trusting X-Forwarded-For needs a configured list of trusted proxies.
+    # Behind a reverse proxy listed in VIDPIPE_TRUSTED_PROXIES, uvicorn has already put the
+    # client's own address (from X-Forwarded-For) here; otherwise it is the peer's.
     address = request.client.host if request.client else None
     return service.Client(address=address, user_agent=request.headers.get("user-agent"))
 

@@ -62,7 +62,7 @@ def api(host: str, port: int, workers: int) -> None:
                 host=host,
                 port=port,
                 workers=workers,
-                **_uvicorn_logging(settings),
+                **_uvicorn_options(settings),
             )
         return
     with open_pipeline(settings) as pipeline:
@@ -70,7 +70,7 @@ def api(host: str, port: int, workers: int) -> None:
             settings, DramatiqDispatcher(pipeline.broker), queue_depths=lambda: queue_depths(pipeline.broker)
         )
         freeze_after_start_up(app)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **_uvicorn_logging(settings)))
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **_uvicorn_options(settings)))
 
         async def serve() -> None:
             if not pipeline.in_process:
@@ -101,10 +101,17 @@ async def _scheduler(app: Litestar, stop: asyncio.Event) -> None:
         await run_periodically(app.state.runtime, 15.0, 10.0, once=False, stop=stop)
 
 
-def _uvicorn_logging(settings: Settings) -> dict[str, Any]:
-    """Uvicorn's logging options: this process's levels and vidpipe's handler, applied in each API process."""
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Uvicorn's options from settings: vidpipe's log handler and levels, and the trusted proxies."""
     levels = {name: logging.getLogger(name).level for name in ("", "pipeline", "api", "dramatiq")}
-    return {"log_config": logs.dict_config(settings.log_format, levels), "log_level": "info", "access_log": False}
+    return {
+        "log_config": logs.dict_config(settings.log_format, levels),
+        "log_level": "info",
+        "access_log": False,
+        # Uvicorn rewrites the client address from X-Forwarded-For only for requests from these.
+        "proxy_headers": True,
+        "forwarded_allow_ips": list(settings.trusted_proxies),
+    }
 
 
 @contextlib.contextmanager
