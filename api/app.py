@@ -61,7 +61,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher, *, queue_depths: Queu
         try:
             yield
         finally:
-            app.state.auth_limiter.close()
+            await app.state.auth_limiter.close()
             await runtime.close()
 
     return Litestar(

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import redis
+import redis.asyncio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,18 +50,18 @@ class RateLimiter(ABC):
         self.limit = limit
         self.window = window
 
-    def hit(self, key: str) -> None:
+    async def hit(self, key: str) -> None:
         """Count one attempt for ``key``; raise :class:`RateLimited` when over the limit."""
-        count, remaining = self._count(key)
+        count, remaining = await self._count(key)
         if count > self.limit:
             raise RateLimited("Too many attempts; wait before trying again.", retry_after=max(1, math.ceil(remaining)))
 
     @abstractmethod
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release connections; the limiter is not used afterwards."""
 
     @abstractmethod
-    def _count(self, key: str) -> tuple[int, float]:
+    async def _count(self, key: str) -> tuple[int, float]:
         """Count one attempt; return the attempts in the current window and the seconds it has left."""
 
 
@@ -73,7 +74,7 @@ class MemoryRateLimiter(RateLimiter):
         self._lock = threading.Lock()
         self._windows: dict[str, tuple[float, int]] = {}
 
-    def _count(self, key: str) -> tuple[int, float]:
+    async def _count(self, key: str) -> tuple[int, float]:
         now = self._clock()
         with self._lock:
             started, count = self._windows.get(key, (now, 0))
@@ -84,7 +85,7 @@ class MemoryRateLimiter(RateLimiter):
             self._forget_stale(now)
         return count, self.window - (now - started)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Nothing to release."""
 
     def _forget_stale(self, now: float) -> None:
@@ -96,43 +97,42 @@ class MemoryRateLimiter(RateLimiter):
 class RedisRateLimiter(RateLimiter):
     """Counts in Redis, shared by every API process that uses the same Redis and namespace."""
 
-    def __init__(self, client: redis.Redis, namespace: str, limit: int, window: float) -> None:
+    def __init__(self, client: redis.asyncio.Redis, namespace: str, limit: int, window: float) -> None:
         super().__init__(limit, window)
         self._client = client
         self._namespace = namespace
         self._fallback = MemoryRateLimiter(limit, window)
         self._degraded = False
 
-    # TODO(rate-limit): the routes call hit() synchronously, so each login holds the event loop for
-    # one Redis round trip (bounded by _REDIS_TIMEOUT_SECONDS); an async client needs async call sites.
-    def _count(self, key: str) -> tuple[int, float]:
+    async def _count(self, key: str) -> tuple[int, float]:
         name = f"{self._namespace}:ratelimit:{key}"
         window_ms = max(1, int(self.window * 1000))
         try:
             # One transaction: start the window if there is none, count, and read what is left of it.
-            with self._client.pipeline(transaction=True) as pipe:
+            async with self._client.pipeline(transaction=True) as pipe:
                 pipe.set(name, 0, px=window_ms, nx=True)
                 pipe.incr(name)
                 pipe.pttl(name)
-                _created, count, left_ms = pipe.execute()
-        except redis.RedisError as exc:
+                _created, count, left_ms = await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
             if not self._degraded:
                 logger.warning("Rate limits count per process for now: Redis did not answer (%s).", type(exc).__name__)
                 self._degraded = True
-            return self._fallback._count(key)
+            return await self._fallback._count(key)
         if self._degraded:
             logger.info("Rate limits are shared through Redis again.")
             self._degraded = False
         return int(count), (left_ms if left_ms > 0 else window_ms) / 1000
 
-    def close(self) -> None:
-        self._client.close()
+    async def close(self) -> None:
+        await self._client.aclose()
 
 
 def open_rate_limiter(settings: Settings, limit: int, window: float) -> RateLimiter:
     """A limiter shared through Redis when the broker is Redis, else one in memory."""
     if settings.broker_url.startswith(("redis://", "rediss://")):
-        client = redis.Redis.from_url(
+        # The asyncio client: a login waits for Redis without holding up the other requests.
+        client = redis.asyncio.Redis.from_url(
             settings.broker_url,
             socket_timeout=_REDIS_TIMEOUT_SECONDS,
             socket_connect_timeout=_REDIS_TIMEOUT_SECONDS,

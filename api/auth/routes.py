@@ -55,9 +55,9 @@ def _client(request: AnyRequest) -> service.Client:
     return service.Client(address=address, user_agent=request.headers.get("user-agent"))
 
 
-def _limit(request: AnyRequest, action: str) -> None:
+async def _limit(request: AnyRequest, action: str) -> None:
     limiter: RateLimiter = request.app.state.auth_limiter
-    limiter.hit(f"{action}:{_client(request).address or 'unknown'}")
+    await limiter.hit(f"{action}:{_client(request).address or 'unknown'}")
 
 
 class PublicAuthController(Controller):
@@ -75,7 +75,7 @@ class PublicAuthController(Controller):
         The account's language (``en`` or ``ko``, for its emails) is taken from ``Accept-Language``
         and can be changed later. At most 10 attempts per minute per client address (per API process).
         """
-        _limit(request, "register")
+        await _limit(request, "register")
         language = i18n.from_accept_language(request.headers.get("accept-language")) or i18n.ENGLISH
         user = await service.register(db, data.email, data.username, data.password, language=language)
         runtime: Runtime = state.runtime
@@ -87,7 +87,7 @@ class PublicAuthController(Controller):
         self, request: AnyRequest, state: State, data: JSONBody[LoginRequest], db: NamedDependency[AsyncSession]
     ) -> TokenPair:
         """Exchange an email or username and a password for tokens; rate-limited like register."""
-        _limit(request, "login")
+        await _limit(request, "login")
         user = await service.authenticate(db, data.login, data.password, _client(request))
         runtime: Runtime = state.runtime
         return await service.issue_tokens(db, user.id, runtime.settings.secret_key)
@@ -129,7 +129,7 @@ class PublicAuthController(Controller):
         The answer is 202 whatever the address, so it tells nothing about which accounts exist.
         At most one email per account per minute; rate-limited per client address like login.
         """
-        _limit(request, "resend-verification")
+        await _limit(request, "resend-verification")
         runtime: Runtime = state.runtime
         await service.resend_verification(db, runtime.dispatcher, data.email)
 
@@ -143,7 +143,7 @@ class PublicAuthController(Controller):
         The link works once, for an hour. At most one email per account per minute; rate-limited
         per client address like login.
         """
-        _limit(request, "forgot-password")
+        await _limit(request, "forgot-password")
         runtime: Runtime = state.runtime
         await service.request_password_reset(db, runtime.dispatcher, data.email)
 
@@ -160,7 +160,7 @@ class PublicAuthController(Controller):
         The password policy of registration applies. Every session of the account is closed
         (its refresh tokens are revoked), and the link stops working. Rate-limited like login.
         """
-        _limit(request, "reset-password")
+        await _limit(request, "reset-password")
         runtime: Runtime = state.runtime
         user = await service.reset_password(db, runtime.settings.secret_key, data.token, data.password)
         return _account(user)
