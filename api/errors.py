@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
+from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
 from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
 from litestar.types import ExceptionHandlersMap
@@ -193,11 +194,12 @@ def exception_handlers() -> ExceptionHandlersMap:
 _LANGUAGE_KEY = "vidpipe.language"
 
 
-# TODO(i18n): only the account routes call remember_language; other guarded routes answer in
-# English when a request sends no Accept-Language, until they (or viewer_of) call it too.
-def remember_language(request: Request[Any, Any, Any], language: str) -> None:
-    """Note the caller's account language, for error messages when the request names none."""
-    request.scope.setdefault("state", {})[_LANGUAGE_KEY] = language
+def remember_language(connection: ASGIConnection[Any, Any, Any, Any], language: str) -> None:
+    """Note the caller's account language, for error messages when the request names none.
+
+    The guard notes it for every guarded route; a route that changes the account notes it again.
+    """
+    connection.scope.setdefault("state", {})[_LANGUAGE_KEY] = language
 
 
 def _in_callers_language(

@@ -151,3 +151,21 @@ def test_the_profile_needs_an_access_token(client: TestClient[Any]) -> None:
 
     assert _error_code(client.patch(ME, json={"display_name": "x"}), 401) == "auth.token_missing"
     assert _error_code(client.get(ME), 401) == "auth.token_missing"
+
+
+def test_every_guarded_route_answers_in_the_accounts_language_when_the_request_names_none(
+    client: TestClient[Any],
+) -> None:
+    missing_job = "/api/v1/jobs/00000000-0000-4000-8000-000000000000"
+    before = client.get(missing_job)
+    assert _patch(client, language="ko").status_code == 200
+
+    account_korean = client.get(missing_job)
+    asked_english = client.get(missing_job, headers={"Accept-Language": "en"})
+
+    assert _error_code(before, 404) == "job.not_found"
+    assert before.json()["error"]["message"].startswith("There is no job")
+    assert _error_code(account_korean, 404) == "job.not_found"
+    assert account_korean.json()["error"]["message"] == "작업을 찾을 수 없습니다."
+    assert account_korean.headers["content-language"] == "ko"
+    assert asked_english.json()["error"]["message"].startswith("There is no job")

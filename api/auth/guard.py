@@ -26,7 +26,7 @@ from litestar.handlers import BaseRouteHandler
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.tokens import AccessClaims, decode_access_token
-from api.errors import Forbidden, Unauthenticated
+from api.errors import Forbidden, Unauthenticated, remember_language
 from api.readcache import ReadCache
 from pipeline import apikeys
 from pipeline.db.models import User
@@ -57,6 +57,8 @@ class Caller:
     """``person`` or ``service``."""
     api_key_id: uuid.UUID | None = None
     """The key that authenticated the request; ``None`` for an access token."""
+    language: str = "en"
+    """The account's language: error messages are in it when a request names none."""
 
     @property
     def is_admin(self) -> bool:
@@ -73,11 +75,13 @@ async def require_access_token(connection: ASGIConnection[Any, Any, Any, Any], _
     runtime: Runtime = connection.app.state.runtime
     if credential.startswith(apikeys.KEY_PREFIX):
         async with runtime.database.sessions() as session:
-            connection.scope["auth"] = await _key_caller(session, credential)
-        return
-    callers: CallerCache = connection.app.state.callers
-    user_id = callers.verified(credential, runtime.settings.secret_key).user_id
-    connection.scope["auth"] = await callers.accounts.get(user_id, lambda: _read_caller(runtime, user_id))
+            caller = await _key_caller(session, credential)
+    else:
+        callers: CallerCache = connection.app.state.callers
+        user_id = callers.verified(credential, runtime.settings.secret_key).user_id
+        caller = await callers.accounts.get(user_id, lambda: _read_caller(runtime, user_id))
+    connection.scope["auth"] = caller
+    remember_language(connection, caller.language)
 
 
 class CallerCache:
@@ -158,7 +162,7 @@ async def _token_caller(session: AsyncSession, user_id: uuid.UUID) -> Caller:
     if user is None:
         raise Unauthenticated("The access token is not valid.", code="auth.token_invalid")
     refuse_disabled(user)
-    return Caller(user_id=user.id, role=user.role, kind=user.kind)
+    return Caller(user_id=user.id, role=user.role, kind=user.kind, language=user.language)
 
 
 async def _key_caller(session: AsyncSession, key: str) -> Caller:
@@ -182,7 +186,9 @@ async def _key_caller(session: AsyncSession, key: str) -> Caller:
             code="auth.account_disabled",
         )
     await apikeys.record_key_use(session, row)
-    return Caller(user_id=account.id, role=account.role, kind=account.kind, api_key_id=row.id)
+    return Caller(
+        user_id=account.id, role=account.role, kind=account.kind, api_key_id=row.id, language=account.language
+    )
 
 
 def _key_invalid() -> Unauthenticated:

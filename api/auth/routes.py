@@ -16,7 +16,7 @@ from litestar.params import FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import service
-from api.auth.guard import claims_of
+from api.auth.guard import CallerCache, claims_of
 from api.auth.ratelimit import RateLimiter
 from api.auth.schemas import (
     EmailRequest,
@@ -206,6 +206,9 @@ class UsersController(Controller):
         user = await service.get_user(db, claims_of(request).user_id)
         remember_language(request, user.language)
         user = await service.update_profile(db, user, data)
+        # The guard's cached caller carries the language: read it afresh on the next request.
+        callers: CallerCache = request.app.state.callers
+        callers.forget(user.id)
         return _profile(user)
 
     @get("/logins")
