@@ -275,7 +275,13 @@ def test_the_openapi_document_lists_the_routes_and_the_bearer_scheme(client: Tes
         "scheme": "bearer",
         "bearerFormat": "JWT",
     }
-    assert document["paths"]["/api/v1/users/me"]["get"]["security"] == [{"bearer": []}]
+    api_key = document["components"]["securitySchemes"]["apiKey"]
+    assert {key: api_key[key] for key in ("type", "name", "in")} == {
+        "type": "apiKey",
+        "name": "X-API-Key",
+        "in": "header",
+    }
+    assert document["paths"]["/api/v1/users/me"]["get"]["security"] == [{"bearer": []}, {"apiKey": []}]
     assert "security" not in document["paths"]["/api/v1/auth/login"]["post"]
     assert client.get("/api/v1/docs").status_code == 200
 

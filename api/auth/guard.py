@@ -34,11 +34,9 @@ from pipeline.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-# TODO(openapi): operations list only the bearer requirement, which covers a key sent as a bearer
-# token; listing {"apiKey": []} beside it would document X-API-Key per operation, and needs the
-# OpenAPI test in tests/test_api_auth.py to expect both.
-SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
-"""The OpenAPI security requirement of guarded routes."""
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+"""The OpenAPI security requirement of guarded routes: a bearer access token, or an API key in
+``X-API-Key`` (either alternative satisfies it)."""
 
 API_KEY_HEADER = "X-API-Key"
 
