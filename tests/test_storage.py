@@ -338,6 +338,22 @@ def test_an_explicit_content_type_is_stored(storage: Storage, tmp_path: Path) ->
     assert described is not None and described.content_type == "text/vtt; charset=utf-8"
 
 
+def test_copy_keeps_the_bytes_and_content_type_replaces_the_target_and_leaves_the_source(storage: Storage) -> None:
+    asyncio.run(storage.put_bytes("incoming/lecture.ko.vtt", b"WEBVTT\n\n1", content_type="text/vtt; charset=utf-8"))
+    asyncio.run(storage.put_bytes("processed/lecture.ko.vtt", b"an older file"))
+
+    copied = asyncio.run(storage.copy("incoming/lecture.ko.vtt", "processed/lecture.ko.vtt"))
+
+    assert copied.key == "processed/lecture.ko.vtt" and copied.size == len(b"WEBVTT\n\n1")
+    assert asyncio.run(storage.get_bytes("processed/lecture.ko.vtt")) == b"WEBVTT\n\n1"
+    described = asyncio.run(storage.stat("processed/lecture.ko.vtt"))
+    assert described is not None and described.content_type == "text/vtt; charset=utf-8"
+    assert asyncio.run(storage.get_bytes("incoming/lecture.ko.vtt")) == b"WEBVTT\n\n1"
+    with pytest.raises(ObjectMissing):
+        asyncio.run(storage.copy("incoming/gone.mp4", "processed/gone.mp4"))
+    assert not asyncio.run(storage.exists("processed/gone.mp4"))
+
+
 def test_get_bytes_refuses_an_object_larger_than_max_size(storage: Storage) -> None:
     asyncio.run(storage.put_bytes("videos/v1/big.json", b"x" * 1001))
 
@@ -456,6 +472,21 @@ def test_s3_large_upload_goes_through_multipart_and_downloads_unchanged(s3_stora
     assert stored.etag is not None and stored.etag.endswith("-3")
     assert stored.content_type == "video/mp4"
     assert _sha256(tmp_path / "back.mp4") == expected
+
+
+def test_s3_copies_a_large_object_on_the_server_in_parts(s3_storage: S3Storage, tmp_path: Path) -> None:
+    source = tmp_path / "long-lecture.mkv"
+    expected = _random_file(source, 20 * MIB)
+    asyncio.run(s3_storage.put_file("incoming/long-lecture.mkv", source, content_type="video/x-matroska"))
+
+    copied = asyncio.run(s3_storage.copy("incoming/long-lecture.mkv", "processed/long-lecture.mkv"))
+    asyncio.run(s3_storage.download("processed/long-lecture.mkv", tmp_path / "back.mkv"))
+
+    assert copied.size == 20 * MIB
+    # A copy made by UploadPartCopy has a multipart ETag: the bytes never left the store.
+    assert copied.etag is not None and copied.etag.endswith("-3")
+    assert copied.content_type == "video/x-matroska"
+    assert _sha256(tmp_path / "back.mkv") == expected
 
 
 def test_s3_unreachable_endpoint_raises_storage_unavailable_within_seconds(s3_endpoint: str) -> None:

@@ -293,7 +293,7 @@ class DropScanner:
         if original is not None:
             message = f"The same content (SHA-256 {fetched.sha256[:12]}…) was already taken as {original.label}."
             finish = _Finish(DropStatus.DUPLICATE, original.video_id, None, "ingest.duplicate", message, fetched.sha256)
-            await self._conclude(drop, group, finish, local={group.video.key: fetched.path})
+            await self._conclude(drop, group, finish)
             report.duplicates += 1
             return
         await self._submit(drop, group, fetched, report)
@@ -301,9 +301,8 @@ class DropScanner:
     async def _submit(self, drop: Drop, group: DropGroup, fetched: _Fetched, report: ScanReport) -> None:
         folder = fetched.path.parent
         metadata = await self._metadata(group)
-        subtitles, local = await self._subtitles(group, folder, metadata.notes)
+        subtitles = await self._subtitles(group, folder, metadata.notes)
         owner_id = await self._owner(metadata)
-        local[group.video.key] = fetched.path
         try:
             # TODO(ingest-copy): on S3 the drop is downloaded and uploaded again; a server-side
             # copy into the pipeline's bucket would save both transfers for large lectures.
@@ -320,7 +319,7 @@ class DropScanner:
             )
         except PermanentError as error:
             refused = _Finish(DropStatus.REJECTED, None, None, error.code, error.message)
-            await self._conclude(drop, group, refused, local)
+            await self._conclude(drop, group, refused)
             report.rejected += 1
             return
         except BaseException:
@@ -329,7 +328,7 @@ class DropScanner:
             await self._release(drop)
             raise
         finish = _Finish(DropStatus.SUBMITTED, submitted.video_id, submitted.job_id)
-        await self._conclude(drop, group, finish, local)
+        await self._conclude(drop, group, finish)
         report.submitted += 1
         report.sidecar_problems += len(metadata.notes)
         report.jobs.append(submitted.job_id)
@@ -405,12 +404,9 @@ class DropScanner:
             return DropMetadata(notes=[f"The metadata file {name} is larger than {MAX_METADATA_BYTES} bytes."])
         return parse_metadata(name, data)
 
-    async def _subtitles(
-        self, group: DropGroup, folder: Path, notes: list[str]
-    ) -> tuple[list[SubtitleFile], dict[str, Path]]:
+    async def _subtitles(self, group: DropGroup, folder: Path, notes: list[str]) -> list[SubtitleFile]:
         """Copy the subtitle sidecars out; the subtitles stage judges their content later."""
         files: list[SubtitleFile] = []
-        local: dict[str, Path] = {}
         for sidecar in group.subtitles:
             path = folder / PurePosixPath(sidecar.key).name
             try:
@@ -419,8 +415,7 @@ class DropScanner:
                 notes.append(f"The subtitle file {path.name} disappeared before it could be read.")
                 continue
             files.append(SubtitleFile(path))
-            local[sidecar.key] = path
-        return files, local
+        return files
 
     async def _owner(self, metadata: DropMetadata) -> uuid.UUID | None:
         if metadata.owner is None:
@@ -441,9 +436,7 @@ class DropScanner:
             )
             await session.commit()
 
-    async def _conclude(
-        self, drop: Drop, group: DropGroup, finish: _Finish, local: dict[str, Path] | None = None
-    ) -> None:
+    async def _conclude(self, drop: Drop, group: DropGroup, finish: _Finish) -> None:
         """Record how the drop ended, then file it away; a crash in between is mended by :meth:`_refile`."""
         destination = await self._destination(_AREA_OF[finish.status], drop, group.video.key)
         async with self.runtime.database.sessions() as session:
@@ -467,7 +460,7 @@ class DropScanner:
             return
         if finish.status is not DropStatus.SUBMITTED:
             logger.info("Drop %s: %s is %s: %s", drop.id, group.video.key, finish.status.value, finish.error_message)
-        await self._file(group, destination, finish.error_message, local or {})
+        await self._file(group, destination, finish.error_message)
 
     async def _refile(self, drop: Drop, group: DropGroup, report: ScanReport) -> None:
         """Deal with a finished drop whose file is still in the pending area.
@@ -481,13 +474,13 @@ class DropScanner:
             destination = await self._destination(DUPLICATES_AREA, drop, drop.key)
             logger.info("Drop %s: %s was dropped again unchanged; filing it to %s.", drop.id, drop.key, destination)
             reason = f"The same content was already taken as video {drop.video_id}."
-            await self._file(group, destination, reason, {})
+            await self._file(group, destination, reason)
             report.duplicates += 1
             return
         destination = drop.moved_to or await self._destination(_AREA_OF[DropStatus(drop.status)], drop, drop.key)
         message = drop.error_message if drop.status != DropStatus.SUBMITTED else None
         logger.info("Drop %s: %s was finished but not filed away; filing it to %s.", drop.id, drop.key, destination)
-        await self._file(group, destination, message, {})
+        await self._file(group, destination, message)
 
     async def _destination(self, area: str, drop: Drop, key: str) -> str:
         day = self._clock().date().isoformat()
@@ -497,31 +490,23 @@ class DropScanner:
             candidate = filed_key(area, day, f"{drop.id.hex[:8]}/{key}")
         return candidate
 
-    async def _file(self, group: DropGroup, destination: str, reason: str | None, local: dict[str, Path]) -> None:
+    async def _file(self, group: DropGroup, destination: str, reason: str | None) -> None:
         """Move the video and its sidecars next to ``destination``, with the reason beside a refused file."""
         folder = str(PurePosixPath(destination).parent)
         for obj in group.objects:
             target = f"{folder}/{PurePosixPath(obj.key).name}"
             try:
-                await self._move(obj.key, target, local.get(obj.key))
+                await self._move(obj.key, target)
             except ObjectMissing:
                 # Another scanner filing the same finished drop moved it first.
                 logger.debug("Drop object %s was already moved away; nothing to file.", obj.key)
         if reason:
             await self.drops.put_bytes(f"{destination}.error.txt", (reason + "\n").encode(), "text/plain")
 
-    async def _move(self, key: str, target: str, local: Path | None) -> None:
-        # TODO(ingest-copy): the Storage interface has no copy, so a move is a put and a delete;
-        # on S3 that transfers the bytes again where CopyObject would not.
-        try:
-            if local is not None:
-                await self.drops.put_file(target, local)
-            else:
-                async with self.drops.local_path(key) as path:
-                    await self.drops.put_file(target, path)
-        except FileNotFoundError:
-            # In a local drop folder another scanner can move the file between our look and our read.
-            raise ObjectMissing(f"Drop object {key} disappeared while being filed.", code="storage.not_found") from None
+    async def _move(self, key: str, target: str) -> None:
+        # A copy inside the drop store (on S3 made by the server, so a lecture's bytes are not
+        # uploaded again), then the original goes. ObjectMissing when another scanner moved it.
+        await self.drops.copy(key, target)
         await self.drops.delete(key)
 
 

@@ -158,6 +158,17 @@ class Storage(Protocol):
         """
         ...
 
+    async def copy(self, source: str, target: str) -> StoredObject:
+        """Store a copy of ``source`` under ``target``, with its content type, inside the store.
+
+        An S3 store copies on the server (no bytes pass through this process, large objects in
+        parts); a local folder copies the file. ``target`` is replaced as :meth:`put_file` does.
+
+        Raises:
+            ObjectMissing: no object has the key ``source``.
+        """
+        ...
+
     async def stat(self, key: str) -> StoredObject | None:
         """Describe the object, or return ``None`` when there is none with this key."""
         ...

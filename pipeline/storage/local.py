@@ -102,6 +102,17 @@ class LocalStorage:
         target = self._path(key)
         await asyncio.to_thread(self._copy_out, key, target, dest)
 
+    async def copy(self, source: str, target: str) -> StoredObject:
+        """Copy the stored file to ``target``, keeping its content type."""
+        original = await self.stat(source)
+        if original is None:
+            raise object_missing(source)
+        try:
+            return await self.put_file(target, self._path(source), original.content_type)
+        except FileNotFoundError:
+            # Deleted between the look and the read.
+            raise object_missing(source) from None
+
     @contextlib.asynccontextmanager
     async def local_path(self, key: str) -> AsyncIterator[Path]:
         """Yield the stored file itself; callers read it and must not change it."""

@@ -191,6 +191,35 @@ class S3Storage:
         logger.debug("Uploaded %s (%d bytes) in %.2f s.", self.uri(key), stored.size, time.monotonic() - started)
         return stored
 
+    async def copy(self, source: str, target: str) -> StoredObject:
+        """Copy on the server: CopyObject, or a multipart copy in parts for a large object."""
+        original = await self.stat(source)
+        if original is None:
+            raise object_missing(source)
+        started = time.monotonic()
+        await self._run(
+            source,
+            self._client.copy,
+            {"Bucket": self.bucket, "Key": self._full_key(source)},
+            self.bucket,
+            self._full_key(target),
+            # A multipart copy starts a new object, so the content type is given, not inherited.
+            ExtraArgs={
+                "ContentType": original.content_type or guess_content_type(target),
+                "MetadataDirective": "REPLACE",
+            },
+            Config=self._transfer,
+        )
+        stored = await self._stat_required(target)
+        logger.debug(
+            "Copied %s to %s (%d bytes) in %.2f s.",
+            self.uri(source),
+            self.uri(target),
+            stored.size,
+            time.monotonic() - started,
+        )
+        return stored
+
     async def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> StoredObject:
         """Upload ``data`` in one request, with an explicit content type."""
         full_key = self._full_key(key)
