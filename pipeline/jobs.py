@@ -134,9 +134,11 @@ def check_job_move(job: Job, target: JobStatus) -> None:
 async def queue_ready_stages(session: AsyncSession, job_id: uuid.UUID) -> list[Stage]:
     """Queue every pending stage whose prerequisites have all succeeded.
 
-    Call it in its own transaction after the finishing stage's success has been committed:
-    then the last of two parallel branches to commit always sees both successes, and the
-    conditional update lets exactly one caller queue the waiting stage.
+    The finishing stage's success must be visible to every other finisher when this reads:
+    call it in its own transaction after that success is committed, or in the same transaction
+    with the job's row locked first (as the stage runner's ``record_success`` does). Then the
+    last of two parallel branches always sees both successes, and the conditional update lets
+    exactly one caller queue the waiting stage.
     """
     rows = await session.execute(select(StageRun.stage, StageRun.status).where(StageRun.job_id == job_id))
     status = {Stage(stage): StageStatus(state) for stage, state in rows.all()}

@@ -146,6 +146,48 @@ def test_a_stage_cannot_be_claimed_twice(database_settings: Settings) -> None:
     assert asyncio.run(claim_twice()) == [True, False]
 
 
+def test_two_branches_succeeding_at_once_queue_the_stage_that_waits_for_both(database_settings: Settings) -> None:
+    """The runner's success of one branch waits for the other's open transaction, then sees its success.
+
+    The subtitles branch's success is recorded and left uncommitted while the thumbnails
+    branch finishes through the runner: had the thumbnails transaction gone ahead, each would
+    have read the other still running, and index would never be queued.
+    """
+    from pipeline.stages.runner import _succeed, record_success
+
+    async def finish_both(runtime: Runtime) -> tuple[list[Stage], str]:
+        video = Video(title="t", source_key="k", source_filename="f")
+        job = new_job(video)
+        async with runtime.database.sessions() as session:
+            session.add_all([video, job])
+            await session.flush()
+            for stage, status in (
+                (Stage.INGEST, "succeeded"),
+                (Stage.THUMBNAILS, "running"),
+                (Stage.SUBTITLES, "running"),
+            ):
+                await session.execute(
+                    StageRun.__table__.update()
+                    .where(StageRun.job_id == job.id, StageRun.stage == stage.value)
+                    .values(status=status)
+                )
+            await session.commit()
+        async with runtime.database.sessions() as subtitles:
+            by_subtitles, _ = await record_success(subtitles, job.id, Stage.SUBTITLES)
+            thumbnails = asyncio.create_task(_succeed(runtime, job.id, Stage.THUMBNAILS))
+            await asyncio.sleep(0.5)
+            await subtitles.commit()
+        await thumbnails
+        async with runtime.database.sessions() as session:
+            index = (StageRun.job_id == job.id) & (StageRun.stage == Stage.INDEX.value)
+            return by_subtitles, str(await session.scalar(select(StageRun.status).where(index)))
+
+    with open_pipeline(database_settings, start_workers=False) as pipeline:
+        by_subtitles, index_status = with_runtime(pipeline, finish_both)
+    assert by_subtitles == []
+    assert index_status == StageStatus.QUEUED.value
+
+
 def test_a_storage_outage_is_retried_with_backoff_and_the_job_finishes(backend: Backend, tmp_path: Path) -> None:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -245,15 +245,28 @@ async def _succeed(runtime: Runtime, job_id: uuid.UUID, stage: Stage) -> None:
     redelivered message for a succeeded stage is ignored.
     """
     async with runtime.database.sessions() as session:
-        if await move_stage(session, job_id, stage, StageStatus.SUCCEEDED, progress=100.0):
-            await _count_duration(session, job_id, stage)
-        ready = await queue_ready_stages(session, job_id) if dependents(stage) else []
-        finished = not dependents(stage) and await finish_job(session, job_id)
+        ready, finished = await record_success(session, job_id, stage)
         await session.commit()
     for follower in ready:
         runtime.dispatcher.send(job_id, follower)
     if finished:
         await announce_job_event(runtime, job_id)
+
+
+async def record_success(session: AsyncSession, job_id: uuid.UUID, stage: Stage) -> tuple[list[Stage], bool]:
+    """Mark ``stage`` succeeded in the caller's transaction, with the stages it unblocks or the job's end.
+
+    Returns the stages queued (their messages are the caller's to send after the commit) and
+    whether the job ended. The job's row is locked first, so the successes of one job's parallel
+    stages take turns: without it two branches finishing together could each miss the other's
+    uncommitted success, and the stage both wait for would never be queued.
+    """
+    await session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+    if await move_stage(session, job_id, stage, StageStatus.SUCCEEDED, progress=100.0):
+        await _count_duration(session, job_id, stage)
+    ready = await queue_ready_stages(session, job_id) if dependents(stage) else []
+    finished = not dependents(stage) and await finish_job(session, job_id)
+    return ready, finished
 
 
 async def _count_duration(session: AsyncSession, job_id: uuid.UUID, stage: Stage) -> None:
