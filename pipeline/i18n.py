@@ -111,6 +111,7 @@ _KOREAN_ERRORS: Final[dict[str, str]] = {
     "auth.rate_limited": "시도가 너무 많습니다. 잠시 기다린 뒤 다시 시도하세요.",
     "auth.token_missing": "이 요청에는 Bearer 액세스 토큰이 필요합니다.",
     "auth.token_expired": "토큰이 만료되었습니다. 다시 로그인하거나 새 링크를 요청하세요.",
+    "auth.token_revoked": "비밀번호가 재설정되기 전에 발급된 액세스 토큰입니다. 다시 로그인하세요.",
     "auth.token_invalid": "토큰이 올바르지 않습니다. 다시 로그인하거나 새 링크를 요청하세요.",
     "auth.token_used": "이미 사용했거나 더 이상 쓸 수 없는 링크입니다. 새 링크를 요청하세요.",
     "auth.invalid_credentials": "로그인 정보 또는 비밀번호가 올바르지 않습니다.",

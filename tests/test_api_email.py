@@ -237,9 +237,14 @@ def test_a_password_reset_works_once_and_closes_every_session(api: Api) -> None:
     assert reset.status_code == 200, reset.text
     assert reset.json()["is_verified"] is True, "the reset link proves the mailbox as well"
     assert _error_code(_login(api.client), 401) == "auth.invalid_credentials"
-    assert _login(api.client, password=NEW_PASSWORD).status_code == 200
+    after = _login(api.client, password=NEW_PASSWORD)
+    assert after.status_code == 200
     stale = api.client.post("/api/v1/auth/refresh", json={"refresh_token": before["refresh_token"]})
     assert _error_code(stale, 401) == "auth.refresh_invalid"
+    # The access token from before the reset is refused at once, not when it expires; the new one works.
+    old_access = api.client.get("/api/v1/users/me", headers=_bearer(before["access_token"]))
+    assert _error_code(old_access, 401) == "auth.token_revoked"
+    assert api.client.get("/api/v1/users/me", headers=_bearer(after.json()["access_token"])).status_code == 200
     reused = api.client.post("/api/v1/auth/reset-password", json={"token": token, "password": "Another-pass-99"})
     assert _error_code(reused, 400) == "auth.token_used"
     assert _login(api.client, password=NEW_PASSWORD).status_code == 200
@@ -381,7 +386,7 @@ def test_expired_links_are_explained_in_korean(embedded: Api) -> None:
 
 def test_every_error_code_of_the_account_job_and_search_routes_has_a_korean_message() -> None:
     codes = {
-        *("auth.token_missing", "auth.token_expired", "auth.token_invalid", "auth.token_used"),
+        *("auth.token_missing", "auth.token_expired", "auth.token_invalid", "auth.token_used", "auth.token_revoked"),
         *("auth.invalid_credentials", "auth.email_taken", "auth.username_taken", "auth.invalid_email"),
         *("auth.invalid_username", "auth.weak_password", "auth.refresh_invalid", "auth.refresh_reused"),
         *("auth.rate_limited", "auth.unauthenticated", "auth.forbidden", "request.invalid"),
@@ -624,4 +629,4 @@ def test_the_openapi_document_lists_the_email_and_profile_routes(embedded: Api) 
     for name in public:
         operation = document["paths"][f"/api/v1/auth/{name}"]["post"]
         assert "security" not in operation, name
-    assert document["paths"]["/api/v1/users/me"]["patch"]["security"] == [{"bearer": []}]
+    assert document["paths"]["/api/v1/users/me"]["patch"]["security"] == [{"bearer": []}, {"apiKey": []}]

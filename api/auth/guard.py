@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -57,6 +58,8 @@ class Caller:
     """The key that authenticated the request; ``None`` for an access token."""
     language: str = "en"
     """The account's language: error messages are in it when a request names none."""
+    sessions_valid_after: datetime | None = None
+    """Access tokens issued before this are refused (the password was reset then)."""
 
     @property
     def is_admin(self) -> bool:
@@ -76,8 +79,13 @@ async def require_access_token(connection: ASGIConnection[Any, Any, Any, Any], _
             caller = await _key_caller(session, credential)
     else:
         callers: CallerCache = connection.app.state.callers
-        user_id = callers.verified(credential, runtime.settings.secret_key).user_id
-        caller = await callers.accounts.get(user_id, lambda: _read_caller(runtime, user_id))
+        claims = callers.verified(credential, runtime.settings.secret_key)
+        caller = await callers.accounts.get(claims.user_id, lambda: _read_caller(runtime, claims.user_id))
+        if caller.sessions_valid_after is not None and claims.issued_at < caller.sessions_valid_after:
+            raise Unauthenticated(
+                "This access token was issued before the account's password was reset; sign in again.",
+                code="auth.token_revoked",
+            )
     connection.scope["auth"] = caller
     remember_language(connection, caller.language)
 
@@ -160,7 +168,13 @@ async def _token_caller(session: AsyncSession, user_id: uuid.UUID) -> Caller:
     if user is None:
         raise Unauthenticated("The access token is not valid.", code="auth.token_invalid")
     refuse_disabled(user)
-    return Caller(user_id=user.id, role=user.role, kind=user.kind, language=user.language)
+    return Caller(
+        user_id=user.id,
+        role=user.role,
+        kind=user.kind,
+        language=user.language,
+        sessions_valid_after=user.sessions_valid_after,
+    )
 
 
 async def _key_caller(session: AsyncSession, key: str) -> Caller:

@@ -157,12 +157,15 @@ class PublicAuthController(Controller):
     ) -> RegisteredUser:
         """Choose a new password with the token of the link in the reset email.
 
-        The password policy of registration applies. Every session of the account is closed
-        (its refresh tokens are revoked), and the link stops working. Rate-limited like login.
+        The password policy of registration applies. Every session of the account is closed (its
+        refresh tokens are revoked and its access tokens refused), and the link stops working.
+        Rate-limited like login.
         """
         await _limit(request, "reset-password")
         runtime: Runtime = state.runtime
         user = await service.reset_password(db, runtime.settings.secret_key, data.token, data.password)
+        callers: CallerCache = request.app.state.callers
+        callers.forget(user.id)  # this process refuses the old access tokens at once, not a second later
         return _account(user)
 
 

@@ -246,13 +246,12 @@ async def reset_password(session: AsyncSession, secret: str, token: str, passwor
     claimed = await session.execute(
         update(User)
         .where(User.id == user.id, User.password_hash == user.password_hash)
-        .values(password_hash=new_hash, is_verified=True)
+        # Access tokens issued until now stop working too (the guard compares their iat).
+        .values(password_hash=new_hash, is_verified=True, sessions_valid_after=datetime.now(UTC))
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
         raise _reset_link_used()
-    # TODO(sessions): access tokens issued before the reset stay valid until they expire (15 min);
-    # a password_changed_at column compared with the token's iat in the guard would end them at once.
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
@@ -260,7 +259,7 @@ async def reset_password(session: AsyncSession, secret: str, token: str, passwor
     )
     await session.commit()
     await session.refresh(user)
-    logger.info("Reset the password of user %s and revoked all its refresh tokens.", user.id)
+    logger.info("Reset the password of user %s and revoked all its refresh and access tokens.", user.id)
     return user
 
 

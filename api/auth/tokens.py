@@ -31,6 +31,7 @@ class AccessClaims:
     user_id: uuid.UUID
     token_id: str
     expires_at: datetime
+    issued_at: datetime
 
 
 def issue_access_token(user_id: uuid.UUID, secret: str, *, now: datetime | None = None) -> str:
@@ -38,7 +39,9 @@ def issue_access_token(user_id: uuid.UUID, secret: str, *, now: datetime | None 
     issued = now or datetime.now(UTC)
     claims = {
         "sub": str(user_id),
-        "iat": issued,
+        # To the microsecond (a NumericDate may have a fraction): a token issued just after a
+        # password reset must compare later than the reset, even within the same second.
+        "iat": issued.timestamp(),
         "exp": issued + ACCESS_TTL,
         "jti": uuid.uuid4().hex,
         "type": "access",
@@ -66,7 +69,10 @@ def decode_access_token(token: str, secret: str) -> AccessClaims:
     except ValueError as exc:
         raise _invalid() from exc
     return AccessClaims(
-        user_id=user_id, token_id=str(claims["jti"]), expires_at=datetime.fromtimestamp(claims["exp"], UTC)
+        user_id=user_id,
+        token_id=str(claims["jti"]),
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        issued_at=datetime.fromtimestamp(float(claims["iat"]), UTC),
     )
 
 

@@ -82,6 +82,8 @@ class User(Base):
     """The account that created this service account; ``None`` for people."""
     disabled_at: Mapped[datetime | None] = mapped_column()
     """When an admin disabled the account; a disabled account's passwords, tokens and keys are refused."""
+    sessions_valid_after: Mapped[datetime | None] = mapped_column()
+    """Access tokens issued before this are refused: set when the password is reset."""
 
 
 class Video(Base):
