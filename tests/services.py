@@ -152,6 +152,16 @@ def run_vidpipe(
     )
 
 
+def stop_group(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its children; SIGKILL if they linger."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -42,7 +40,7 @@ from pipeline.submit import submit_file
 from tests import mediagen
 from tests.conftest import SERVICES_ONLY, Backend
 from tests.harness import open_pipeline, process, with_runtime
-from tests.services import wait_until
+from tests.services import stop_group, wait_until
 from tests.test_api_auth import _bearer, _error_code, _login, _register
 from tests.test_search import _scratch_database
 from workers.broker import DramatiqDispatcher, queue_depths
@@ -256,12 +254,7 @@ def test_two_api_processes_add_up_their_request_counts_and_log_json(backend: Bac
             _fetch(f"{base}/health/live")
         samples = parse(_fetch(f"{base}/metrics"))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)
 
     live = {"method": "GET", "path": "/health/live", "status_code": "200"}
     assert value(samples, "vidpipe_http_requests_total", **live) == 12
