@@ -131,6 +131,16 @@ def check_job_move(job: Job, target: JobStatus) -> None:
     check_job_transition(JobStatus(job.status), target)
 
 
+async def lock_job(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Take the job's row for the rest of the caller's transaction (``FOR UPDATE``; SQLite ignores it).
+
+    A transaction that changes several of a job's stage runs takes the job first, so two such
+    transactions take turns instead of each missing the other's changes, and never wait on each
+    other's rows in opposite orders.
+    """
+    await session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+
+
 async def queue_ready_stages(session: AsyncSession, job_id: uuid.UUID) -> list[Stage]:
     """Queue every pending stage whose prerequisites have all succeeded.
 

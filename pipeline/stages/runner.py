@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.db.models import Job, StageRun, Video, utcnow
 from pipeline.errors import PermanentError, TransientError, VidpipeError
-from pipeline.jobs import backoff_ms, move_job, move_stage, queue_ready_stages
+from pipeline.jobs import backoff_ms, lock_job, move_job, move_stage, queue_ready_stages
 from pipeline.logs import bind_log_context, log_context
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
@@ -261,7 +261,7 @@ async def record_success(session: AsyncSession, job_id: uuid.UUID, stage: Stage)
     stages take turns: without it two branches finishing together could each miss the other's
     uncommitted success, and the stage both wait for would never be queued.
     """
-    await session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+    await lock_job(session, job_id)
     if await move_stage(session, job_id, stage, StageStatus.SUCCEEDED, progress=100.0):
         await _count_duration(session, job_id, stage)
     ready = await queue_ready_stages(session, job_id) if dependents(stage) else []
@@ -295,6 +295,7 @@ async def finish_job(session: AsyncSession, job_id: uuid.UUID) -> bool:
 async def fail_stage(runtime: Runtime, job_id: uuid.UUID, stage: Stage, code: str, message: str) -> None:
     """Fail the stage and its job, and skip the stages that can no longer run."""
     async with runtime.database.sessions() as session:
+        await lock_job(session, job_id)
         await move_stage(session, job_id, stage, StageStatus.FAILED, error_code=code, error_message=message)
         for other in GRAPH:
             if other is not stage:
