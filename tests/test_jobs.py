@@ -272,3 +272,30 @@ def test_progress_is_written_at_most_every_half_second_counted_from_the_claim(da
 
     with open_pipeline(database_settings, start_workers=False) as pipeline:
         assert with_runtime(pipeline, progress_seen) == [0.0, 50.0, 50.0, 70.0]
+
+
+def test_a_second_pipeline_with_workers_in_one_process_is_refused_and_the_first_keeps_working(tmp_path: Path) -> None:
+    """Dramatiq keeps one event loop thread per process: a second in-process worker would strand one."""
+    import threading
+
+    from pipeline.errors import ConfigurationError
+    from tests.services import wait_until
+
+    settings = Settings.from_env(embedded_env(tmp_path))
+    clip = mediagen.make_video(tmp_path / "clip.mp4", duration=1.0)
+    before = {thread for thread in threading.enumerate() if not thread.daemon}
+
+    with open_pipeline(settings) as first:
+        with pytest.raises(ConfigurationError, match="already runs the in-process workers"), open_pipeline(settings):
+            pass
+        with open_pipeline(settings, start_workers=False) as sharing:
+            assert sharing.worker is None
+        done = with_runtime(first, lambda rt: process(rt, clip, title="Still working"))
+        assert done["job"]["status"] == "succeeded", done
+    with open_pipeline(settings) as again:
+        assert again.worker is not None
+
+    def nothing_stranded() -> bool:
+        return {thread for thread in threading.enumerate() if not thread.daemon} <= before
+
+    assert wait_until(nothing_stranded, timeout=10), threading.enumerate()

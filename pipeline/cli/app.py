@@ -74,7 +74,7 @@ class Pipeline:
 def open_pipeline(settings: Settings, *, start_workers: bool = True) -> Iterator[Pipeline]:
     from workers.actors import declare_actors
     from workers.broker import build_broker
-    from workers.inprocess import start_worker
+    from workers.inprocess import start_worker, stop_worker
 
     with user_errors():
         prepare_database(settings)
@@ -82,13 +82,13 @@ def open_pipeline(settings: Settings, *, start_workers: bool = True) -> Iterator
         _check_broker(settings, broker)
     declare_actors(broker, settings)
     worker = None
-    if start_workers and settings.broker_url == "memory://":
-        worker = start_worker(broker, settings.worker_threads)
     try:
+        if start_workers and settings.broker_url == "memory://":
+            worker = start_worker(broker, settings.worker_threads)
         yield Pipeline(settings=settings, broker=broker, worker=worker)
     finally:
         if worker is not None:
-            worker.stop()
+            stop_worker(worker)
         broker.close()
 
 
