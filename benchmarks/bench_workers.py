@@ -229,22 +229,14 @@ def media_cores(clips: list[Path]) -> float:
     ``2 / cores`` on two cores, whatever the pipeline does."""
     import resource
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_pipeline import bare_media
-
-    from pipeline.media.ffmpeg import find_ffmpeg, set_thread_count
-
-    set_thread_count(1)
-    ffmpeg = find_ffmpeg(None)
-
     def cpu() -> float:
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
-    bare_media(clips[0], ffmpeg)  # warm the imports
+    _bare_one(str(clips[0]))  # warm the imports
     cpu_before, started = cpu(), time.perf_counter()
     for clip in clips:
-        bare_media(clip, ffmpeg)
+        _bare_one(str(clip))
     return (cpu() - cpu_before) / (time.perf_counter() - started)
 
 

@@ -79,7 +79,8 @@ async def read_durations(session: AsyncSession) -> dict[str, Durations]:
 def totals_from_runs(dialect: str) -> Insert:
     """``INSERT … SELECT`` of the totals of every succeeded run in ``stage_runs`` (a migration's back-fill)."""
     table = StageDurationTotal.__table__
-    return table.insert().from_select(["stage", "bucket", "runs", "seconds"], runs_by_bucket(dialect))  # type: ignore[attr-defined]
+    columns = ["stage", "bucket", "runs", "seconds"]
+    return table.insert().from_select(columns, runs_by_bucket(dialect))  # type: ignore[attr-defined]
 
 
 def runs_by_bucket(dialect: str) -> Select[tuple[str, int, int, float]]:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pipeline.db.models import Job, StageRun, Video, utcnow
 from pipeline.errors import PermanentError, TransientError, VidpipeError
-from pipeline.jobs import backoff_ms, lock_job, move_job, move_stage, queue_ready_stages
+from pipeline.jobs import backoff_ms, lock_job, move_job, move_stage, queue_ready_stages, stage_duration
 from pipeline.logs import bind_log_context, log_context
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
@@ -271,15 +271,14 @@ async def record_success(session: AsyncSession, job_id: uuid.UUID, stage: Stage)
 
 async def _count_duration(session: AsyncSession, job_id: uuid.UUID, stage: Stage) -> None:
     """Add the run that just succeeded to the stage duration totals (the metrics histogram)."""
-    times = (
-        await session.execute(
-            select(StageRun.started_at, StageRun.finished_at).where(
-                StageRun.job_id == job_id, StageRun.stage == stage.value
-            )
-        )
-    ).one_or_none()
-    if times is not None and times.started_at is not None and times.finished_at is not None:
-        await add_success(session, stage.value, (times.finished_at - times.started_at).total_seconds())
+    run = await session.scalar(
+        select(StageRun)
+        .where(StageRun.job_id == job_id, StageRun.stage == stage.value)
+        .execution_options(populate_existing=True)
+    )
+    seconds = stage_duration(run) if run is not None else None
+    if seconds is not None:
+        await add_success(session, stage.value, seconds)
 
 
 async def finish_job(session: AsyncSession, job_id: uuid.UUID) -> bool:
